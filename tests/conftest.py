@@ -1,0 +1,46 @@
+"""Shared fixtures: real anvil nodes on free loopback ports, one per test (or per module).
+
+Chain scenario clocks start 30 days in the past so time travel (evm_increaseTime) never runs
+ahead of wall-clock time (see shared/spec/ANVIL.md on reloads going back in time).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from keeper.devtools.anvil import AnvilProcess
+from keeper.devtools.chain import DevChain
+
+PAST_GENESIS = int(time.time()) - 30 * 86400
+
+
+def start_anvil(**kwargs) -> AnvilProcess:
+    kwargs.setdefault("timestamp", PAST_GENESIS)
+    return AnvilProcess(**kwargs).start()
+
+
+@pytest.fixture
+def anvil():
+    """A fresh anvil node for one test (automine on, chain id 31337, 10 funded accounts)."""
+    node = start_anvil()
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def chain(anvil) -> DevChain:
+    return DevChain(anvil.url)
+
+
+@pytest.fixture(scope="module")
+def module_anvil():
+    """One anvil node shared by a module; pair it with evm_snapshot/evm_revert per test."""
+    node = start_anvil()
+    try:
+        yield node
+    finally:
+        node.stop()
