@@ -1,0 +1,541 @@
+"""Perpetual Protocol v1 / Palmswap v1 adapter (ClearingHouse + vAMM + oracle).
+
+Per block, with calls that grow with markets and candidates, not positions:
+1. one eth_getLogs page (PositionChanged / MarginChanged / PositionSettled of the ClearingHouse)
+   marks touched positions dirty;
+2. one batched read (Multicall3 or JSON-RPC batch) of every market's reserves, oracle price,
+   cumulative premium fraction and snapshot count, plus getPosition of the dirty positions;
+3. a second batched read only when a market has new reserve snapshots (for the 900 s TWAP);
+then every position is evaluated locally with the contract's exact integer maths, and only the
+candidates are confirmed on-chain (batched getPosition + getMarginRatio) before simulation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from eth_utils import to_checksum_address
+from pydantic import Field
+
+from keeper.abi import abi, code_has_selector, flat, flat_decoder
+from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
+from keeper.config import Address, Model, ProtocolConfig, Ratio
+from keeper.config import NonNegDec as _NonNegDec
+from keeper.multicall import Call, CallFailed
+from keeper.risk import perp as pm
+from keeper.rpc import RpcError
+from keeper.units import to_units
+
+CH = abi("perp/ClearingHouse")
+AMM = abi("perp/Amm")
+IF = abi("perp/InsuranceFund")
+ERC20 = abi("common/ERC20")
+EXT = abi("perp/ReferenceExtensions")
+
+POSITION_CHANGED = CH.event("PositionChanged")
+MARGIN_CHANGED = CH.event("MarginChanged")
+POSITION_SETTLED = CH.event("PositionSettled")
+POSITION_LIQUIDATED = CH.event("PositionLiquidated")
+LIQUIDATE_WITH_SLIPPAGE = CH.fn("liquidateWithSlippage")
+
+SNAPSHOT_FETCH_STEP = 64  # snapshots read per round while filling the TWAP window
+
+
+class PerpMarketPolicy(Model):
+    enabled: bool = Field(True, description="Set false to never liquidate in this market.")
+    min_profit: _NonNegDec | None = Field(None, description="Overrides min_profit for this market (quote units).")
+    lockout: Literal["auto", "on", "off"] | None = Field(None, description="Overrides the protocol's lockout setting.")
+    lockout_threshold: Ratio | None = Field(None, description="Overrides lockout_threshold for this market.")
+
+
+class PerpV1Config(ProtocolConfig):
+    kind: Literal["perp_v1"]
+    clearing_house: Address = Field(description="ClearingHouse address.")
+    markets: list[Address] = Field(
+        default_factory=list, description="Amm addresses to watch; empty = every Amm of the InsuranceFund."
+    )
+    lockout: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="5 % lockout rule: 'on' never sends while |spot − index|/index ≥ lockout_threshold; 'off' ignores it; "
+        "'auto' follows the contract's own per-market switch when it has one (lockoutRatio), else off.",
+    )
+    lockout_threshold: Ratio = Field(Decimal("0.05"), description="Deviation that triggers the lockout rule (0.05 = 5 %).")
+    prefilter_margin: Ratio = Field(
+        Decimal("0.02"),
+        description="Positions whose spot margin ratio is within this of the maintenance ratio get the full "
+        "TWAP/oracle evaluation each block; the rest are clearly healthy.",
+    )
+    refresh_positions_every: int = Field(1200, ge=1, description="Blocks between full re-reads of every indexed position.")
+    rediscover_every: int = Field(600, ge=1, description="Blocks between re-reads of the InsuranceFund's market list.")
+    market_overrides: dict[Address, PerpMarketPolicy] = Field(
+        default_factory=dict, description="Per-market policy, keyed by Amm address."
+    )
+
+
+@dataclass
+class MarketInfo:
+    amm: str
+    label: str
+    quote_token: str
+    quote_decimals: int
+    quote_symbol: str
+    onchain_lockout_ratio: int  # our reference ClearingHouse's switch; 0 = off / not supported
+    policy: PerpMarketPolicy
+
+
+@dataclass
+class SnapshotCache:
+    items: dict[int, pm.Snapshot]
+    length: int = 0
+
+
+def _label_from_key(raw: bytes) -> str:
+    text = raw.rstrip(b"\0")
+    try:
+        s = text.decode("ascii")
+        return s if s.isprintable() and s else ""
+    except UnicodeDecodeError:
+        return ""
+
+
+class PerpV1Adapter(Adapter):
+    kind = "perp_v1"
+    config_model = PerpV1Config
+    typical_gas = 450_000
+
+    def __init__(self, config: PerpV1Config, ctx):
+        super().__init__(config, ctx)
+        self.cfg: PerpV1Config = config
+        self.ch = config.clearing_house
+        self.insurance_fund: str | None = None
+        self.params: pm.PerpParams | None = None
+        self.variant = "unknown"
+        self.info: dict[str, MarketInfo] = {}
+        self.states: dict[str, pm.MarketState] = {}
+        self.snapshots: dict[str, SnapshotCache] = {}
+        self.positions: dict[tuple[str, str], pm.Position] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.cursor: int = -1
+        self.last_rediscover = -1
+        self.last_full_refresh = -1
+        self.value_symbol = "quote"
+
+    # ---- start-up ------------------------------------------------------------------------------
+    def addresses(self) -> dict[str, str]:
+        out = {f"{self.name}.clearing_house": self.ch}
+        if self.insurance_fund:
+            out[f"{self.name}.insurance_fund"] = self.insurance_fund
+        for amm, mi in self.info.items():
+            out[f"{self.name}.amm[{mi.label}]"] = amm
+        return out
+
+    async def start(self, head: Block) -> None:
+        code = await self.ctx.rpc.get_code(self.ch)
+        if code in ("0x", "", None):
+            raise RuntimeError(f"{self.name}: no contract code at clearing_house {self.ch}")
+        has_slippage = code_has_selector(code, LIQUIDATE_WITH_SLIPPAGE.selector)
+        self.variant = "v2.3" if has_slippage else "v2.2"
+        await self._read_params()
+        await self._discover(head)
+        for market, account, data, _blk in self.ctx.store.load_positions(self.name):
+            self.positions[(market, account)] = pm.Position(
+                int(data["size"]), int(data["margin"]), int(data["open_notional"]), int(data["last_cpf"]), int(data["block"])
+            )
+        cur = self.ctx.store.cursor(self.name)
+        self.cursor = cur[0] if cur else self.cfg.start_block - 1
+        self.log.info(
+            "perp_started", clearing_house=self.ch, variant=self.variant, markets=len(self.info),
+            mmr=self.params.mmr, lfr=self.params.lfr, plr=self.params.plr, keeper_is_backstop=self.params.keeper_is_backstop,
+            positions=len(self.positions), cursor=self.cursor,
+        )  # fmt: skip
+
+    async def _read_params(self) -> None:
+        names = ["maintenanceMarginRatio", "liquidationFeeRatio", "partialLiquidationRatio", "insuranceFund"]
+        calls = [Call(self.ch, CH.fn(n).encode(), flat_decoder(CH.fn(n))) for n in names]
+        bs = CH.fn("backstopLiquidityProviderMap")
+        calls.append(Call(self.ch, bs.encode(self.ctx.keeper), flat_decoder(bs)))
+        res = await self.ctx.calls.run(calls)
+        mmr, lfr, plr, insurance_fund = (r[0] if not isinstance(r, CallFailed) else r for r in res[:4])
+        for n, r in zip(names, res[:4], strict=True):
+            if isinstance(r, CallFailed):
+                raise RuntimeError(f"{self.name}: ClearingHouse.{n}() failed: {r.reason}")
+        backstop = res[4][0] if not isinstance(res[4], CallFailed) else False
+        v23 = self.variant == "v2.3"
+        self.params = pm.PerpParams(
+            mmr=mmr, lfr=lfr, plr=plr, partial_on_spot_ratio=v23, backstop_rule=v23, keeper_is_backstop=bool(backstop)
+        )
+        self.insurance_fund = insurance_fund
+
+    async def _discover(self, head: Block) -> None:
+        if self.cfg.markets:
+            amms = list(self.cfg.markets)
+        else:
+            f = IF.fn("getAllAmms")
+            amms = flat(f.decode(await self.ctx.rpc.eth_call(self.insurance_fund, f.encode())))
+            amms = [to_checksum_address(a) for a in amms]
+        new = [a for a in amms if a not in self.info]
+        if new:
+            calls: list[Call] = []
+            for a in new:
+                calls += [
+                    Call(self.insurance_fund, IF.fn("isExistedAmm").encode(a), flat_decoder(IF.fn("isExistedAmm"))),
+                    Call(a, AMM.fn("quoteAsset").encode(), flat_decoder(AMM.fn("quoteAsset"))),
+                    Call(a, AMM.fn("priceFeedKey").encode(), flat_decoder(AMM.fn("priceFeedKey"))),
+                    Call(self.ch, EXT.fn("lockoutRatio").encode(a), flat_decoder(EXT.fn("lockoutRatio"))),
+                ]
+            res = await self.ctx.calls.run(calls)
+            tokens: dict[str, str] = {}
+            for i, a in enumerate(new):
+                exists, quote, key, lock = res[4 * i : 4 * i + 4]
+                if isinstance(exists, CallFailed) or not exists[0]:
+                    self.log.warning("market_not_registered", amm=a, note="not in the InsuranceFund: the contract would revert 'amm not found'")
+                    continue
+                if isinstance(quote, CallFailed):
+                    raise RuntimeError(f"{self.name}: Amm {a} quoteAsset() failed: {quote.reason}")
+                label = _label_from_key(key[0]) if not isinstance(key, CallFailed) else ""
+                tokens[a] = quote[0]
+                self.info[a] = MarketInfo(
+                    amm=a, label=label or a[:10], quote_token=quote[0], quote_decimals=18, quote_symbol="quote",
+                    onchain_lockout_ratio=0 if isinstance(lock, CallFailed) else lock[0],
+                    policy=self.cfg.market_overrides.get(a, PerpMarketPolicy()),
+                )  # fmt: skip
+            uniq = sorted(set(tokens.values()))
+            tres = await self.ctx.calls.run(
+                [Call(t, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))) for t in uniq]
+                + [Call(t, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol"))) for t in uniq]
+            )
+            dec = {t: (r[0] if not isinstance(r, CallFailed) else 18) for t, r in zip(uniq, tres[: len(uniq)], strict=True)}
+            sym = {t: (r[0] if not isinstance(r, CallFailed) else "quote") for t, r in zip(uniq, tres[len(uniq) :], strict=True)}
+            for a, t in tokens.items():
+                self.info[a].quote_decimals = dec[t]
+                self.info[a].quote_symbol = sym[t]
+            if self.info:
+                self.value_symbol = next(iter(self.info.values())).quote_symbol
+            for a in new:
+                if a in self.info:
+                    self.log.info("market_added", amm=a, label=self.info[a].label, quote=self.info[a].quote_symbol,
+                                  onchain_lockout_ratio=self.info[a].onchain_lockout_ratio)  # fmt: skip
+        for a in list(self.info):
+            if a not in amms:
+                self.log.info("market_removed", amm=a)
+                del self.info[a]
+        self.last_rediscover = head.number
+
+    def markets(self) -> list[str]:
+        return list(self.info)
+
+    def market_label(self, market: str) -> str:
+        mi = self.info.get(market)
+        return mi.label if mi else market
+
+    def position_count(self) -> int:
+        return len(self.positions)
+
+    def scan_columns(self) -> list[tuple[str, str, str]]:
+        return [
+            ("SIDE", "side", "str"), ("SIZE", "size", "amount"), ("SPOT MR", "spot_mr", "ratio"),
+            ("TWAP MR", "twap_mr", "ratio"), ("ORACLE MR", "oracle_mr", "ratio"), ("EFF MR", "effective_mr", "ratio"),
+        ]  # fmt: skip
+
+    # ---- per block -------------------------------------------------------------------------------
+    async def sync(self, head: Block) -> None:
+        if self.cfg.markets == [] and head.number - self.last_rediscover >= self.cfg.rediscover_every:
+            await self._discover(head)
+        await self._index_logs(head)
+        if head.number - self.last_full_refresh >= self.cfg.refresh_positions_every:
+            self.dirty.update(self.positions)
+            self.last_full_refresh = head.number
+        await self._refresh(head)
+
+    async def _index_logs(self, head: Block) -> None:
+        topics = [[POSITION_CHANGED.topic0, MARGIN_CHANGED.topic0, POSITION_SETTLED.topic0]]
+        page = self.ctx.config.chain.log_page_size
+        start = self.cursor + 1
+        while start <= head.number:
+            end = min(head.number, start + page - 1)
+            try:
+                logs = await self.ctx.rpc.get_logs(self.ch, topics, start, end)
+            except RpcError as exc:
+                if page > 1 and any(s in exc.message.lower() for s in ("range", "limit", "too many", "exceed", "size")):
+                    page = max(1, page // 2)
+                    self.log.info("log_page_reduced", page_size=page, error=exc.message)
+                    continue
+                raise
+            for lg in logs:
+                t0 = lg["topics"][0]
+                if t0 == POSITION_SETTLED.topic0:  # PositionSettled(amm, trader, ...)
+                    amm, trader = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
+                else:  # PositionChanged / MarginChanged (trader/sender, amm, ...)
+                    trader, amm = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
+                self.dirty.add((to_checksum_address(amm), to_checksum_address(trader)))
+            self.cursor = end
+            start = end + 1
+        self.ctx.store.set_cursor(self.name, self.cursor, head.hash)
+
+    async def _refresh(self, head: Block) -> None:
+        amms = list(self.info)
+        calls: list[Call] = []
+        for a in amms:
+            calls += [
+                Call(a, AMM.fn("getReserve").encode(), flat_decoder(AMM.fn("getReserve"))),
+                Call(a, AMM.fn("getUnderlyingPrice").encode(), flat_decoder(AMM.fn("getUnderlyingPrice"))),
+                Call(self.ch, CH.fn("getLatestCumulativePremiumFraction").encode(a),
+                     flat_decoder(CH.fn("getLatestCumulativePremiumFraction"))),
+                Call(a, AMM.fn("getSnapshotLen").encode(), flat_decoder(AMM.fn("getSnapshotLen"))),
+            ]  # fmt: skip
+        dirty = [k for k in self.dirty if k[0] in self.info]
+        gp = CH.fn("getPosition")
+        calls += [Call(self.ch, gp.encode(a, t), flat_decoder(gp)) for a, t in dirty]
+        res = await self.ctx.calls.run(calls, head.number)
+        new_lengths: dict[str, tuple[int, int, int, int, int]] = {}
+        for i, a in enumerate(amms):
+            reserve, price, cpf, length = res[4 * i : 4 * i + 4]
+            failed = next((r for r in (reserve, price, cpf, length) if isinstance(r, CallFailed)), None)
+            if failed is not None:
+                self.log.warning("market_read_failed", amm=a, error=failed.reason)
+                self.states.pop(a, None)
+                continue
+            new_lengths[a] = (reserve[0], reserve[1], price[0], cpf[0], length[0])
+        await self._refresh_snapshots(head, {a: v[4] for a, v in new_lengths.items()})
+        for a, (q, b, price, cpf, _n) in new_lengths.items():
+            tail = self._twap_tail(a, head.timestamp)
+            if tail is None:
+                self.states.pop(a, None)
+                continue
+            self.states[a] = pm.MarketState(q, b, price, cpf, tuple(tail), head.timestamp)
+        # positions
+        upserts, deletes = [], []
+        for (a, t), r in zip(dirty, res[4 * len(amms) :], strict=True):
+            if isinstance(r, CallFailed):
+                self.log.warning("position_read_failed", amm=a, trader=t, error=r.reason)
+                continue
+            size, margin, open_notional, cpf, _lhi, blk = r
+            self.dirty.discard((a, t))
+            if size == 0:
+                if self.positions.pop((a, t), None) is not None:
+                    deletes.append((a, t))
+                    self.log.debug("position_closed", amm=a, trader=t)
+                continue
+            pos = pm.Position(size, margin, open_notional, cpf, blk)
+            if self.positions.get((a, t)) != pos:
+                self.positions[(a, t)] = pos
+                upserts.append((a, t, {"size": str(size), "margin": str(margin), "open_notional": str(open_notional),
+                                       "last_cpf": str(cpf), "block": blk}, head.number))  # fmt: skip
+        self.ctx.store.put_positions(self.name, upserts)
+        self.ctx.store.delete_positions(self.name, deletes)
+
+    async def _refresh_snapshots(self, head: Block, lengths: dict[str, int]) -> None:
+        """Fetch the reserve snapshots each market's 900 s TWAP needs (only new ones, in rounds)."""
+        rs = AMM.fn("reserveSnapshots")
+        todo: dict[str, list[int]] = {}
+        for a, n in lengths.items():
+            cache = self.snapshots.setdefault(a, SnapshotCache({}))
+            if n != cache.length:
+                # The previous last snapshot may have been overwritten in its block: re-read it.
+                cache.items.pop(cache.length - 1, None)
+                for i in [i for i in cache.items if i >= n]:
+                    del cache.items[i]
+                cache.length = n
+            todo[a] = self._missing_snapshots(a, head.timestamp)
+        while any(todo.values()):
+            order = [(a, i) for a, idxs in todo.items() for i in idxs]
+            res = await self.ctx.calls.run([Call(a, rs.encode(i), flat_decoder(rs)) for a, i in order], head.number)
+            for (a, i), r in zip(order, res, strict=True):
+                if isinstance(r, CallFailed):
+                    raise RuntimeError(f"{self.name}: reserveSnapshots({i}) of {a} failed: {r.reason}")
+                q, b, ts, bn = r
+                self.snapshots[a].items[i] = pm.Snapshot(q, b, ts, bn)
+            todo = {a: self._missing_snapshots(a, head.timestamp) for a in todo}
+
+    def _missing_snapshots(self, amm: str, now: int) -> list[int]:
+        """Snapshot indexes still to read (newest first, one round of at most SNAPSHOT_FETCH_STEP)
+        before the cached history reaches back to now − 900 s or to snapshot 0."""
+        cache = self.snapshots[amm]
+        need: list[int] = []
+        i = cache.length - 1
+        while i >= 0 and len(need) < SNAPSHOT_FETCH_STEP:
+            s = cache.items.get(i)
+            if s is None:
+                need.append(i)
+            elif s.timestamp <= now - pm.TWAP_INTERVAL:
+                break
+            i -= 1
+        return need
+
+    def _twap_tail(self, amm: str, now: int) -> list[pm.Snapshot] | None:
+        """The snapshots Amm.getOutputTwap reads at `now`, oldest first; prunes older ones."""
+        cache = self.snapshots.get(amm)
+        if cache is None or cache.length == 0:
+            return None
+        tail: list[pm.Snapshot] = []
+        i = cache.length - 1
+        while i >= 0:
+            s = cache.items.get(i)
+            if s is None:
+                return None
+            tail.append(s)
+            if s.timestamp <= now - pm.TWAP_INTERVAL:
+                break
+            i -= 1
+        oldest = max(i, 0)
+        for j in [j for j in cache.items if j < oldest]:
+            del cache.items[j]
+        tail.reverse()
+        return tail
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def _lockout_threshold(self, mi: MarketInfo) -> int | None:
+        """Deviation (1e18) at or above which nothing is sent in this market, or None when off."""
+        mode = mi.policy.lockout or self.cfg.lockout
+        if mode == "off":
+            return None
+        if mode == "auto":
+            return mi.onchain_lockout_ratio or None
+        thr = mi.policy.lockout_threshold if mi.policy.lockout_threshold is not None else self.cfg.lockout_threshold
+        return to_units(thr, 18)
+
+    def min_profit_for(self, market: str) -> Decimal | None:
+        mi = self.info.get(market)
+        if mi and mi.policy.min_profit is not None:
+            return mi.policy.min_profit
+        return self.cfg.min_profit
+
+    def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
+        p = self.params
+        skip = None if full else p.mmr + to_units(self.cfg.prefilter_margin, 18)
+        out: list[Evaluation] = []
+        for (a, t), pos in self.positions.items():
+            m = self.states.get(a)
+            mi = self.info.get(a)
+            if m is None or mi is None:
+                continue
+            out.append(self._evaluate_one(PositionKey(self.name, a, t), pos, m, mi, skip))
+        return out
+
+    def _evaluate_one(self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, skip: int | None) -> Evaluation:
+        p = self.params
+        fields: dict = {
+            "market": mi.label, "side": "long" if pos.size > 0 else "short", "size": pos.size, "margin": pos.margin,
+            "open_notional": pos.open_notional, "quote_symbol": mi.quote_symbol,
+        }  # fmt: skip
+        try:
+            r = pm.ratios(pos, m, skip_twap_above=skip)
+        except pm.AmmMathError as exc:
+            return Evaluation(key, Status.HEALTHY, False, None, fields, reason=f"maths: {exc}")
+        fields.update(spot_mr=r.spot_mr, twap_mr=r.twap_mr, oracle_mr=r.oracle_mr, margin_ratio=r.contract_mr,
+                      effective_mr=r.effective_mr, over_spread=r.over_spread, deviation=pm.price_deviation(m))  # fmt: skip
+        if r.effective_mr is None:
+            return Evaluation(key, Status.HEALTHY, False, None, fields)
+        liq = pm.liquidation(pos, m, p, r)
+        if not liq.liquidatable:
+            status = Status.OVER_SPREAD if r.over_spread and r.contract_mr < p.mmr else Status.HEALTHY
+            return Evaluation(key, status, False, None, fields)
+        reward = pm.token_floor(liq.fee_to_liquidator, mi.quote_decimals)
+        fields.update(kind="partial" if liq.partial else "full", quote=liq.quote, fee=liq.fee_to_liquidator,
+                      bad_debt=liq.bad_debt, base_closed=liq.base_closed)  # fmt: skip
+        kind = Status.PARTIAL if liq.partial else Status.FULL
+        threshold = self._lockout_threshold(mi)
+        if threshold is not None and fields["deviation"] >= threshold:
+            return Evaluation(key, Status.LOCKOUT, False, reward, fields, reason=f"price deviation {fields['deviation']} ≥ {threshold}")
+        if not mi.policy.enabled:
+            return Evaluation(key, kind, False, reward, fields, reason="market disabled by policy")
+        if liq.needs_backstop:
+            return Evaluation(key, Status.BAD_DEBT, False, reward, fields, reason="bad debt: only a backstop LP may liquidate")
+        return Evaluation(key, kind, True, reward, fields)
+
+    # ---- confirmation and plans ------------------------------------------------------------------
+    async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        if not candidates:
+            return []
+        gp, gmr = CH.fn("getPosition"), CH.fn("getMarginRatio")
+        calls: list[Call] = []
+        for e in candidates:
+            calls.append(Call(self.ch, gp.encode(e.key.market, e.key.account), flat_decoder(gp)))
+            calls.append(Call(self.ch, gmr.encode(e.key.market, e.key.account), flat_decoder(gmr)))
+        res = await self.ctx.calls.run(calls, head.number)
+        plans: list[Plan] = []
+        liq_fn = CH.fn("liquidate")
+        for i, e in enumerate(candidates):
+            posr, mrr = res[2 * i], res[2 * i + 1]
+            k = (e.key.market, e.key.account)
+            if isinstance(posr, CallFailed) or isinstance(mrr, CallFailed):
+                reason = (posr if isinstance(posr, CallFailed) else mrr).reason
+                self.log.info("candidate_dropped", trader=e.key.account, amm=e.key.market, reason=reason)
+                if "positionSize is 0" in reason:
+                    self.positions.pop(k, None)
+                    self.ctx.store.delete_positions(self.name, [k])
+                continue
+            size, margin, open_notional, cpf, _lhi, blk = posr
+            onchain = pm.Position(size, margin, open_notional, cpf, blk)
+            if onchain != self.positions.get(k):
+                self.positions[k] = onchain
+                e = self._evaluate_one(e.key, onchain, self.states[e.key.market], self.info[e.key.market], None)
+                if not e.candidate:
+                    continue
+            local_mr = e.fields.get("margin_ratio")
+            if local_mr is not None and local_mr != mrr[0]:
+                self.log.warning("margin_ratio_mismatch", trader=e.key.account, amm=e.key.market, local=local_mr, onchain=mrr[0])
+            plans.append(
+                Plan(
+                    key=e.key, to=self.ch, data=liq_fn.encode(e.key.market, e.key.account), kind=e.fields["kind"],
+                    expected_reward=e.est_reward or 0, fields=e.fields, typical_gas=self.typical_gas,
+                )  # fmt: skip
+            )
+        return plans
+
+    def outcome(self, plan: Plan, receipt: dict) -> Outcome:
+        tx_hash = receipt["transactionHash"]
+        gas_used = int(receipt["gasUsed"], 16)
+        cost = gas_used * int(receipt.get("effectiveGasPrice", "0x0"), 16)
+        if int(receipt["status"], 16) != 1:
+            return Outcome(plan.key, tx_hash, "reverted", plan.kind, 0, gas_used, cost)
+        mi = self.info.get(plan.key.market)
+        decimals = mi.quote_decimals if mi else 18
+        fee, kind, fields = 0, plan.kind, {}
+        for lg in receipt.get("logs", []):
+            if lg["address"].lower() != self.ch.lower() or not lg["topics"]:
+                continue
+            if lg["topics"][0] == POSITION_LIQUIDATED.topic0:
+                ev = POSITION_LIQUIDATED.decode(lg)
+                if ev["trader"] == plan.key.account and ev["amm"] == plan.key.market and ev["liquidator"] == self.ctx.keeper:
+                    fee += ev["liquidationFee"]
+                    fields.update(notional=ev["positionNotional"], size=ev["positionSize"], bad_debt=ev["badDebt"])
+            elif lg["topics"][0] == POSITION_CHANGED.topic0:
+                ev = POSITION_CHANGED.decode(lg)
+                if ev["trader"] == plan.key.account and ev["amm"] == plan.key.market:
+                    kind = "partial" if ev["positionSizeAfter"] != 0 else "full"
+        # The position changed: re-read it next block.
+        self.dirty.add((plan.key.market, plan.key.account))
+        return Outcome(plan.key, tx_hash, "landed", kind, pm.token_floor(fee, decimals), gas_used, cost, fields)
+
+    async def explain_failure(self, plan: Plan, receipt: dict | None, since_block: int) -> tuple[str, str]:
+        """('raced', who) if another account liquidated this position meanwhile, else ('reverted', reason)."""
+        self.dirty.add((plan.key.market, plan.key.account))
+        to_block = int(receipt["blockNumber"], 16) if receipt else None
+        if to_block is None:
+            to_block = await self.ctx.rpc.block_number()
+        topics = [POSITION_LIQUIDATED.topic0, "0x" + "0" * 24 + plan.key.account[2:].lower(), "0x" + "0" * 24 + plan.key.market[2:].lower()]
+        logs = await self.ctx.rpc.get_logs(self.ch, topics, since_block, to_block)
+        others = [POSITION_LIQUIDATED.decode(lg)["liquidator"] for lg in logs]
+        others = [o for o in others if o != self.ctx.keeper]
+        if others:
+            return "raced", f"liquidated first by {others[0]}"
+        reason = ""
+        try:
+            await self.ctx.rpc.eth_call(plan.to, plan.data, sender=self.ctx.keeper, block=to_block)
+        except RpcError as exc:
+            reason = getattr(exc, "reason", "") or exc.message
+        return "reverted", reason or "reverted (passes now)"
+
+    async def rewind(self, block_number: int) -> None:
+        """Re-index events after `block_number` and re-read every position they touch."""
+        self.cursor = min(self.cursor, block_number)
+        self.dirty.update(self.positions)
+        for cache in self.snapshots.values():
+            cache.items.clear()
+            cache.length = 0
+
+
+ADAPTER = PerpV1Adapter

@@ -1,0 +1,35 @@
+"""Prometheus metrics (prometheus-client), one registry per Engine so tests can run several."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.positions = Gauge("keeper_positions", "Indexed positions by protocol and status", ["protocol", "status"], registry=r)
+        self.markets = Gauge("keeper_markets", "Markets watched", ["protocol"], registry=r)
+        self.liquidations = Counter(
+            "keeper_liquidations_total", "Liquidation transactions by result (sent, landed, reverted, raced, dropped, cancelled)",
+            ["protocol", "result"], registry=r,
+        )  # fmt: skip
+        self.skips = Counter("keeper_liquidations_skipped_total", "Liquidations not sent, by reason", ["protocol", "reason"], registry=r)
+        self.reward = Counter("keeper_realised_reward_total", "Realised reward in quote-token units", ["protocol"], registry=r)
+        self.gas_spent = Counter("keeper_gas_spent_wei_total", "Gas paid by the keeper (wei)", registry=r)
+        self.eval_seconds = Histogram(
+            "keeper_block_evaluation_seconds", "Time to process one block (index, refresh, evaluate, decide)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
+        )  # fmt: skip
+        self.head = Gauge("keeper_head_block", "Latest block processed", registry=r)
+        self.head_lag = Gauge("keeper_head_lag_seconds", "Wall-clock seconds since the latest block's timestamp", registry=r)
+        self.head_age = Gauge("keeper_head_age_seconds", "Seconds since the keeper last saw a new block", registry=r)
+        self.rpc_errors = Counter("keeper_rpc_errors_total", "RPC errors by endpoint and kind", ["endpoint", "kind"], registry=r)
+        self.rpc_calls = Gauge("keeper_rpc_calls_last_block", "JSON-RPC calls made while processing the last block", registry=r)
+        self.balance = Gauge("keeper_balance_wei", "Keeper's native balance (wei)", registry=r)
+        self.pending = Gauge("keeper_pending_transactions", "Transactions sent and not yet settled", registry=r)
+        self.reorgs = Counter("keeper_reorgs_total", "Chain reorganisations detected", registry=r)
+        self.up = Gauge("keeper_healthy", "1 when every health check passes", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

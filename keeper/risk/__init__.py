@@ -1,0 +1,1 @@
+"""Pure risk maths and policy: integers in, integers out, no I/O."""

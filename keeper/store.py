@@ -1,0 +1,263 @@
+"""Durable state in SQLite: block cursor (with hashes, for reorgs), the adapters' position index,
+and the transaction journal.
+
+The journal row of a transaction is written *before* it is signed and sent
+(intent → signed → sent → mined | reverted | cancelled | dropped | failed), so a restart can
+reconcile every nonce the keeper ever used and never resend one that is pending or mined.
+Big integers are stored as decimal TEXT.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cursors (protocol TEXT PRIMARY KEY, block INTEGER NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blocks (number INTEGER PRIMARY KEY, hash TEXT NOT NULL, parent_hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    protocol TEXT NOT NULL, market TEXT NOT NULL, account TEXT NOT NULL,
+    data TEXT NOT NULL, block INTEGER NOT NULL,
+    PRIMARY KEY (protocol, market, account)
+);
+CREATE TABLE IF NOT EXISTS txs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    protocol TEXT NOT NULL, market TEXT NOT NULL, account TEXT NOT NULL, kind TEXT NOT NULL,
+    nonce INTEGER NOT NULL, status TEXT NOT NULL,
+    tx_hash TEXT, raw_tx TEXT, hashes TEXT NOT NULL DEFAULT '[]',
+    to_addr TEXT NOT NULL, data TEXT NOT NULL, value TEXT NOT NULL DEFAULT '0',
+    gas_limit INTEGER NOT NULL, max_fee TEXT NOT NULL, max_priority TEXT NOT NULL,
+    expected_reward TEXT NOT NULL DEFAULT '0', expected_cost TEXT NOT NULL DEFAULT '0',
+    created_block INTEGER NOT NULL, sent_block INTEGER, mined_block INTEGER,
+    gas_used INTEGER, effective_gas_price TEXT, reward TEXT, reason TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txs_status ON txs(status);
+CREATE INDEX IF NOT EXISTS txs_nonce ON txs(nonce);
+"""
+
+OPEN_STATUSES = ("intent", "signed", "sent")
+FINAL_STATUSES = ("mined", "reverted", "cancelled", "dropped", "failed")
+
+
+@dataclass
+class TxRow:
+    id: int
+    protocol: str
+    market: str
+    account: str
+    kind: str
+    nonce: int
+    status: str
+    tx_hash: str | None
+    raw_tx: str | None
+    hashes: list[str]
+    to_addr: str
+    data: str
+    value: int
+    gas_limit: int
+    max_fee: int
+    max_priority: int
+    expected_reward: int
+    expected_cost: int
+    created_block: int
+    sent_block: int | None
+    mined_block: int | None
+    gas_used: int | None
+    effective_gas_price: int | None
+    reward: int | None
+    reason: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.protocol}:{self.market}:{self.account}"
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> TxRow:
+        def big(v: Any) -> int | None:
+            return int(v) if v is not None else None
+
+        return cls(
+            id=r["id"], protocol=r["protocol"], market=r["market"], account=r["account"], kind=r["kind"],
+            nonce=r["nonce"], status=r["status"], tx_hash=r["tx_hash"], raw_tx=r["raw_tx"],
+            hashes=json.loads(r["hashes"]), to_addr=r["to_addr"], data=r["data"], value=int(r["value"]),
+            gas_limit=r["gas_limit"], max_fee=int(r["max_fee"]), max_priority=int(r["max_priority"]),
+            expected_reward=int(r["expected_reward"]), expected_cost=int(r["expected_cost"]),
+            created_block=r["created_block"], sent_block=r["sent_block"], mined_block=r["mined_block"],
+            gas_used=r["gas_used"], effective_gas_price=big(r["effective_gas_price"]), reward=big(r["reward"]),
+            reason=r["reason"],
+        )  # fmt: skip
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA busy_timeout=10000")
+        self.conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _tx(self):
+        return _Transaction(self.conn)
+
+    # ---- meta ----------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta(key,value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+    # ---- cursors and block hashes -------------------------------------------------------------
+    def cursor(self, protocol: str) -> tuple[int, str] | None:
+        row = self.conn.execute("SELECT block, hash FROM cursors WHERE protocol=?", (protocol,)).fetchone()
+        return (row["block"], row["hash"]) if row else None
+
+    def set_cursor(self, protocol: str, block: int, block_hash: str) -> None:
+        self.conn.execute(
+            "INSERT INTO cursors(protocol,block,hash) VALUES(?,?,?) "
+            "ON CONFLICT(protocol) DO UPDATE SET block=excluded.block, hash=excluded.hash",
+            (protocol, block, block_hash),
+        )
+
+    def record_block(self, number: int, block_hash: str, parent_hash: str, keep: int = 256) -> None:
+        with self._tx():
+            self.conn.execute(
+                "INSERT INTO blocks(number,hash,parent_hash) VALUES(?,?,?) "
+                "ON CONFLICT(number) DO UPDATE SET hash=excluded.hash, parent_hash=excluded.parent_hash",
+                (number, block_hash, parent_hash),
+            )
+            self.conn.execute("DELETE FROM blocks WHERE number < ?", (number - keep,))
+
+    def block_hash(self, number: int) -> str | None:
+        row = self.conn.execute("SELECT hash FROM blocks WHERE number=?", (number,)).fetchone()
+        return row["hash"] if row else None
+
+    def latest_recorded_block(self) -> tuple[int, str] | None:
+        row = self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1").fetchone()
+        return (row["number"], row["hash"]) if row else None
+
+    def recorded_blocks_desc(self) -> list[tuple[int, str]]:
+        return [(r["number"], r["hash"]) for r in self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC")]
+
+    def forget_blocks_after(self, number: int) -> None:
+        with self._tx():
+            self.conn.execute("DELETE FROM blocks WHERE number > ?", (number,))
+            self.conn.execute("UPDATE cursors SET block=? WHERE block > ?", (number, number))
+
+    def forget_all_blocks(self) -> None:
+        self.conn.execute("DELETE FROM blocks")
+
+    # ---- position index ------------------------------------------------------------------------
+    def put_positions(self, protocol: str, rows: list[tuple[str, str, dict, int]]) -> None:
+        """rows: (market, account, payload, block)."""
+        if not rows:
+            return
+        with self._tx():
+            self.conn.executemany(
+                "INSERT INTO positions(protocol,market,account,data,block) VALUES(?,?,?,?,?) "
+                "ON CONFLICT(protocol,market,account) DO UPDATE SET data=excluded.data, block=excluded.block",
+                [(protocol, m, a, json.dumps(d), b) for m, a, d, b in rows],
+            )
+
+    def delete_positions(self, protocol: str, keys: list[tuple[str, str]]) -> None:
+        if not keys:
+            return
+        with self._tx():
+            self.conn.executemany(
+                "DELETE FROM positions WHERE protocol=? AND market=? AND account=?", [(protocol, m, a) for m, a in keys]
+            )
+
+    def load_positions(self, protocol: str) -> list[tuple[str, str, dict, int]]:
+        cur = self.conn.execute("SELECT market, account, data, block FROM positions WHERE protocol=?", (protocol,))
+        return [(r["market"], r["account"], json.loads(r["data"]), r["block"]) for r in cur]
+
+    # ---- transaction journal -------------------------------------------------------------------
+    def tx_intent(
+        self, *, protocol: str, market: str, account: str, kind: str, nonce: int, to: str, data: str, value: int,
+        gas_limit: int, max_fee: int, max_priority: int, expected_reward: int, expected_cost: int, block: int,
+    ) -> int:  # fmt: skip
+        now = time.time()
+        cur = self.conn.execute(
+            "INSERT INTO txs(protocol,market,account,kind,nonce,status,to_addr,data,value,gas_limit,max_fee,max_priority,"
+            "expected_reward,expected_cost,created_block,created_at,updated_at) VALUES(?,?,?,?,?,'intent',?,?,?,?,?,?,?,?,?,?,?)",
+            (protocol, market, account, kind, nonce, to, data, str(value), gas_limit, str(max_fee), str(max_priority),
+             str(expected_reward), str(expected_cost), block, now, now),
+        )  # fmt: skip
+        return cur.lastrowid
+
+    def tx_signed(self, tx_id: int, tx_hash: str, raw: str, max_fee: int, max_priority: int, gas_limit: int) -> None:
+        row = self.tx(tx_id)
+        hashes = [*row.hashes, tx_hash] if tx_hash not in row.hashes else row.hashes
+        self.conn.execute(
+            "UPDATE txs SET status='signed', tx_hash=?, raw_tx=?, hashes=?, max_fee=?, max_priority=?, gas_limit=?, updated_at=? WHERE id=?",
+            (tx_hash, raw, json.dumps(hashes), str(max_fee), str(max_priority), gas_limit, time.time(), tx_id),
+        )
+
+    def tx_sent(self, tx_id: int, block: int) -> None:
+        self.conn.execute(
+            "UPDATE txs SET status='sent', sent_block=COALESCE(sent_block, ?), updated_at=? WHERE id=?", (block, time.time(), tx_id)
+        )
+
+    def tx_resent(self, tx_id: int, block: int) -> None:
+        self.conn.execute("UPDATE txs SET status='sent', sent_block=?, updated_at=? WHERE id=?", (block, time.time(), tx_id))
+
+    def tx_final(
+        self, tx_id: int, status: str, *, tx_hash: str | None = None, block: int | None = None, gas_used: int | None = None,
+        effective_gas_price: int | None = None, reward: int | None = None, reason: str = "", kind: str | None = None,
+    ) -> None:  # fmt: skip
+        assert status in FINAL_STATUSES, status
+        self.conn.execute(
+            "UPDATE txs SET status=?, tx_hash=COALESCE(?, tx_hash), mined_block=?, gas_used=?, effective_gas_price=?, "
+            "reward=?, reason=?, kind=COALESCE(?, kind), updated_at=? WHERE id=?",
+            (status, tx_hash, block, gas_used, None if effective_gas_price is None else str(effective_gas_price),
+             None if reward is None else str(reward), reason, kind, time.time(), tx_id),
+        )  # fmt: skip
+
+    def tx(self, tx_id: int) -> TxRow:
+        return TxRow.from_row(self.conn.execute("SELECT * FROM txs WHERE id=?", (tx_id,)).fetchone())
+
+    def open_txs(self) -> list[TxRow]:
+        q = f"SELECT * FROM txs WHERE status IN ({','.join('?' * len(OPEN_STATUSES))}) ORDER BY nonce, id"
+        return [TxRow.from_row(r) for r in self.conn.execute(q, OPEN_STATUSES)]
+
+    def txs(self, limit: int = 1000) -> list[TxRow]:
+        return [TxRow.from_row(r) for r in self.conn.execute("SELECT * FROM txs ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def annotate_tx(self, tx_id: int, *, reward: int | None = None, reason: str | None = None) -> None:
+        """Record the realised reward / failure reason of a settled transaction."""
+        if reward is not None:
+            self.conn.execute("UPDATE txs SET reward=?, updated_at=? WHERE id=?", (str(reward), time.time(), tx_id))
+        if reason is not None:
+            self.conn.execute("UPDATE txs SET reason=?, updated_at=? WHERE id=?", (reason[:300], time.time(), tx_id))
+
+    def txs_for(self, protocol: str, market: str, account: str) -> list[TxRow]:
+        cur = self.conn.execute(
+            "SELECT * FROM txs WHERE protocol=? AND market=? AND account=? ORDER BY id", (protocol, market, account)
+        )
+        return [TxRow.from_row(r) for r in cur]
+
+
+class _Transaction:
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN")
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
