@@ -469,6 +469,7 @@ class Engine:
         """Every indexed position with its status and, for liquidatable ones, the profit estimate."""
         for a in self.adapters:
             await a.sync(head)
+            await a.prepare_scan(head)
         rows: list[dict] = []
         fees = None
         try:

@@ -164,6 +164,9 @@ class Adapter(ABC):
     def outcome(self, plan: Plan, receipt: dict) -> Outcome:
         """Realised result of a mined plan, from its receipt's logs."""
 
+    async def prepare_scan(self, head: Block) -> None:  # noqa: B027 - optional hook
+        """Fetch what `evaluate(full=True)` needs beyond the per-block state (scan only)."""
+
     async def rewind(self, block_number: int) -> None:  # noqa: B027 - optional hook
         """A reorg replaced blocks after `block_number`: forget what was indexed from them."""
 

@@ -1,0 +1,575 @@
+"""Curve crvUSD / LlamaLend (LLAMMA) adapter: soft-liquidation aware, hard-liquidates loans with
+health(user, True) < 0 when what the keeper receives is worth more than what it pays plus gas.
+
+Per block (calls grow with markets, not loans): one eth_getLogs page over every controller
+(UserState/Borrow/Repay/Liquidate/RemoveCollateral mark loans dirty), one batched read of every
+market's active band, oracle price and loan count (+ the dirty loans' state), and the paged
+`users_to_liquidate(from, limit)` scan, which is the protocol's own liquidatable set. Only the
+liquidatable loans get `tokens_to_liquidate` (eth_call from the keeper: it depends on msg.sender).
+Works on the M2 (2023, `use_eth`) and V3 (`bytes` callback) controller ABIs, detected from each
+controller's bytecode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+from eth_abi import decode as abi_decode
+from eth_utils import to_checksum_address
+from pydantic import Field, model_validator
+
+from keeper.abi import Abi, abi, code_has_selector, flat, flat_decoder
+from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
+from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
+from keeper.multicall import Call, CallFailed
+from keeper.risk import llamma as lm
+from keeper.rpc import ExecutionReverted, RpcError
+from keeper.units import to_units
+
+WAD = 10**18
+MAX_UINT = 2**256 - 1
+ZERO = "0x0000000000000000000000000000000000000000"
+
+M2 = abi("llamma/Controller_M2")
+V3 = abi("llamma/Controller_V3")
+AMM = abi("llamma/AMM")
+CFACTORY = abi("llamma/ControllerFactory")
+LFACTORY = abi("llamma/LendingFactory")
+ERC20 = abi("common/ERC20")
+
+USER_STATE = M2.event("UserState")
+LIQUIDATE_EV = M2.event("Liquidate")
+WATCH_TOPICS = [USER_STATE.topic0, M2.event("Borrow").topic0, M2.event("Repay").topic0, LIQUIDATE_EV.topic0,
+                M2.event("RemoveCollateral").topic0]  # fmt: skip
+
+
+class LlammaConfig(ProtocolConfig):
+    kind: Literal["llamma"]
+    factory: Address | None = Field(None, description="crvUSD ControllerFactory or LlamaLend factory; all its markets are watched.")
+    controllers: list[Address] = Field(default_factory=list, description="Controllers to watch (in addition to the factory's).")
+    collateral_haircut: Ratio = Field(
+        Decimal("0.01"), description="Sale haircut on collateral received, valued at the oracle price (0.01 = 1 %)."
+    )
+    min_x_slippage: Ratio = Field(
+        Decimal("0.005"), description="Tolerance on the stablecoin the bands yield (min_x = expected × (1 − this))."
+    )
+    max_capital: NonNegDec | None = Field(
+        None, description="Most stablecoin the keeper pays into one liquidation; above it a partial `frac` is used."
+    )
+    min_frac: Ratio = Field(
+        Decimal("0.1"), description="Smallest debt fraction worth a partial liquidation when inventory/capital is short."
+    )
+    approval: Literal["exact", "bounded", "unlimited"] = Field(
+        "bounded",
+        description="Stablecoin approval to controllers: 'exact' (what one liquidation needs + 1 %), 'bounded' "
+        "(approval_amount, topped up when short), 'unlimited' (2^256−1; only if you accept that risk).",
+    )
+    approval_amount: NonNegDec = Field(Decimal(100_000), description="Allowance set in 'bounded' mode (stablecoin units).")
+    page_size: int = Field(200, ge=1, le=1000, description="Loans per users_to_liquidate(from, limit) call.")
+
+    @model_validator(mode="after")
+    def _has_markets(self) -> LlammaConfig:
+        if self.factory is None and not self.controllers:
+            raise ValueError("set factory or controllers")
+        return self
+
+
+@dataclass
+class Market:
+    controller: str
+    amm: str
+    abi: Abi
+    variant: str  # "m2" | "v3"
+    ceil_debt: bool
+    stablecoin: str
+    collateral: str
+    collateral_decimals: int
+    collateral_symbol: str
+    stable_symbol: str
+    label: str
+    active_band: int = 0
+    price_oracle: int = 0
+    n_loans: int = 0
+    liquidation_discount: int = 0
+
+    @property
+    def collateral_precision(self) -> int:
+        return 10 ** (18 - self.collateral_decimals)
+
+
+@dataclass
+class Loan:
+    collateral: int = 0  # y in the bands, native units (user_state[0])
+    x: int = 0  # stablecoin in the bands (user_state[1])
+    debt: int = 0
+    n_bands: int = 0
+    n1: int = 0
+    n2: int = 0
+    soft: bool = False
+
+
+@dataclass
+class Liquidatable:
+    x: int
+    y: int
+    debt: int
+    health: int
+    discount: int = 0
+    pay_full: int | None = None  # tokens_to_liquidate(user) from the keeper
+
+
+@dataclass
+class ScanExtra:
+    health_full: int | None = None
+    health: int | None = None
+    pay: int | None = None
+    xy: tuple[int, int] | None = None
+
+
+@dataclass
+class Inventory:
+    balance: int = 0
+    allowance: dict[str, int] = field(default_factory=dict)
+
+
+class LlammaAdapter(Adapter):
+    kind = "llamma"
+    config_model = LlammaConfig
+    typical_gas = 700_000
+
+    def __init__(self, config: LlammaConfig, ctx):
+        super().__init__(config, ctx)
+        self.cfg: LlammaConfig = config
+        self.mkts: dict[str, Market] = {}
+        self.loans: dict[tuple[str, str], Loan] = {}
+        self.dirty: set[tuple[str, str]] = set()
+        self.liquidatable: dict[tuple[str, str], Liquidatable] = {}
+        self.inventory: dict[str, Inventory] = {}  # stablecoin → keeper balance/allowances
+        self.scan_extra: dict[tuple[str, str], ScanExtra] = {}
+        self.cursor = -1
+        self.value_symbol = "stablecoin"
+
+    # ---- start-up ------------------------------------------------------------------------------
+    def addresses(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.cfg.factory:
+            out[f"{self.name}.factory"] = self.cfg.factory
+        for m in self.mkts.values():
+            out[f"{self.name}.controller[{m.label}]"] = m.controller
+            out[f"{self.name}.amm[{m.label}]"] = m.amm
+        return out
+
+    async def _factory_markets(self) -> list[tuple[str, str | None]]:
+        f = self.cfg.factory
+        rpc = self.ctx.rpc
+        try:
+            n = CFACTORY.fn("n_collaterals").decode_one(await rpc.eth_call(f, CFACTORY.fn("n_collaterals").encode()))
+            fab = CFACTORY
+        except ExecutionReverted:
+            n = LFACTORY.fn("market_count").decode_one(await rpc.eth_call(f, LFACTORY.fn("market_count").encode()))
+            fab = LFACTORY
+        calls = [Call(f, fab.fn("controllers").encode(i), flat_decoder(fab.fn("controllers"))) for i in range(n)]
+        calls += [Call(f, fab.fn("amms").encode(i), flat_decoder(fab.fn("amms"))) for i in range(n)]
+        res = await self.ctx.calls.run(calls)
+        out = []
+        for i in range(n):
+            c, a = res[i], res[n + i]
+            if isinstance(c, CallFailed):
+                raise RuntimeError(f"factory.controllers({i}) failed: {c.reason}")
+            out.append((to_checksum_address(c[0]), None if isinstance(a, CallFailed) else to_checksum_address(a[0])))
+        return out
+
+    async def start(self, head: Block) -> None:
+        pairs: list[tuple[str, str | None]] = await self._factory_markets() if self.cfg.factory else []
+        for c in self.cfg.controllers:
+            if c not in [p[0] for p in pairs]:
+                pairs.append((c, None))
+        stable_hint = None
+        if self.cfg.factory:
+            try:
+                stable_hint = to_checksum_address(
+                    CFACTORY.fn("stablecoin").decode_one(await self.ctx.rpc.eth_call(self.cfg.factory, CFACTORY.fn("stablecoin").encode()))
+                )
+            except ExecutionReverted:
+                stable_hint = None
+        for controller, amm_hint in pairs:
+            await self._add_market(controller, amm_hint, stable_hint)
+        for market, account, data, _blk in self.ctx.store.load_positions(self.name):
+            if market in self.mkts:
+                self.loans[(market, account)] = Loan(**{k: int(v) if k != "soft" else bool(v) for k, v in data.items()})
+        cur = self.ctx.store.cursor(self.name)
+        self.cursor = cur[0] if cur else self.cfg.start_block - 1
+        if self.mkts:
+            self.value_symbol = next(iter(self.mkts.values())).stable_symbol
+        self.log.info("llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.cursor)
+
+    async def _add_market(self, controller: str, amm_hint: str | None, stable_hint: str | None) -> None:
+        rpc = self.ctx.rpc
+        code = await rpc.get_code(controller)
+        if code in ("0x", "", None):
+            raise RuntimeError(f"no contract code at controller {controller}")
+        v3 = code_has_selector(code, V3.fn("liquidate_extended", 5).selector) or code_has_selector(
+            code, V3.fn("liquidate_extended", 6).selector
+        )
+        cabi = V3 if v3 else M2
+        has_borrowed = code_has_selector(code, V3.fn("borrowed_token").selector)
+        calls = [
+            Call(controller, cabi.fn("amm").encode(), flat_decoder(cabi.fn("amm"))),
+            Call(controller, cabi.fn("collateral_token").encode(), flat_decoder(cabi.fn("collateral_token"))),
+            Call(controller, cabi.fn("liquidation_discount").encode(), flat_decoder(cabi.fn("liquidation_discount"))),
+        ]
+        if has_borrowed:
+            calls.append(Call(controller, V3.fn("borrowed_token").encode(), flat_decoder(V3.fn("borrowed_token"))))
+        res = await self.ctx.calls.run(calls)
+        for r in res:
+            if isinstance(r, CallFailed):
+                raise RuntimeError(f"controller {controller}: {r.reason}")
+        amm = to_checksum_address(res[0][0])
+        if amm_hint and amm_hint != amm:
+            raise RuntimeError(f"controller {controller}: amm() {amm} differs from the factory's {amm_hint}")
+        collateral = to_checksum_address(res[1][0])
+        if has_borrowed:
+            stable = to_checksum_address(res[3][0])
+        else:
+            coin0 = AMM.fn("coins").decode_one(await rpc.eth_call(amm, AMM.fn("coins").encode(0)))
+            stable = to_checksum_address(coin0)
+        if stable_hint and not has_borrowed and stable != stable_hint:
+            self.log.warning("stablecoin_mismatch", controller=controller, amm_coin0=stable, factory=stable_hint)
+        meta = await self.ctx.calls.run(
+            [Call(collateral, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))),
+             Call(collateral, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol"))),
+             Call(stable, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol")))]
+        )  # fmt: skip
+        dec = 18 if isinstance(meta[0], CallFailed) else meta[0][0]
+        csym = "collateral" if isinstance(meta[1], CallFailed) else meta[1][0]
+        stable_symbol = "stablecoin" if isinstance(meta[2], CallFailed) else meta[2][0]
+        label = csym if csym not in [m.label for m in self.mkts.values()] else f"{csym}-{controller[2:6]}"
+        self.mkts[controller] = Market(
+            controller=controller, amm=amm, abi=cabi, variant="v3" if v3 else "m2", ceil_debt=v3, stablecoin=stable,
+            collateral=collateral, collateral_decimals=dec, collateral_symbol=csym, stable_symbol=stable_symbol, label=label,
+            liquidation_discount=res[2][0],
+        )  # fmt: skip
+        self.log.info("market_added", controller=controller, amm=amm, label=label, variant="v3" if v3 else "m2",
+                      collateral_decimals=dec)  # fmt: skip
+
+    def markets(self) -> list[str]:
+        return list(self.mkts)
+
+    def market_label(self, market: str) -> str:
+        m = self.mkts.get(market)
+        return m.label if m else market
+
+    def position_count(self) -> int:
+        return len(self.loans)
+
+    def scan_columns(self) -> list[tuple[str, str, str]]:
+        return [
+            ("HEALTH", "health_full", "ratio"), ("SOFT", "soft", "bool"), ("CONVERTED", "converted", "ratio"),
+            ("DEBT", "debt", "amount"), ("X", "x", "amount"), ("Y", "y_18", "amount"), ("TO PAY", "pay", "amount"),
+        ]  # fmt: skip
+
+    # ---- per block -------------------------------------------------------------------------------
+    async def sync(self, head: Block) -> None:
+        await self._index(head)
+        await self._refresh(head)
+
+    async def _index(self, head: Block) -> None:
+        controllers = list(self.mkts)
+        page = self.ctx.config.chain.log_page_size
+        start = self.cursor + 1
+        while start <= head.number and controllers:
+            end = min(head.number, start + page - 1)
+            logs = await self.ctx.rpc.get_logs(controllers, [WATCH_TOPICS], start, end)
+            for lg in logs:
+                c = to_checksum_address(lg["address"])
+                topic = lg["topics"][0]
+                # Liquidate(liquidator[i], user[i], ...): the user is the second indexed field.
+                user_topic = lg["topics"][2] if topic == LIQUIDATE_EV.topic0 else lg["topics"][1]
+                self.dirty.add((c, to_checksum_address("0x" + user_topic[-40:])))
+            self.cursor = end
+            start = end + 1
+        self.ctx.store.set_cursor(self.name, max(self.cursor, head.number), head.hash)
+        self.cursor = max(self.cursor, head.number)
+
+    async def _refresh(self, head: Block) -> None:
+        mk = list(self.mkts.values())
+        calls: list[Call] = []
+        for m in mk:
+            calls += [
+                Call(m.amm, AMM.fn("active_band").encode(), flat_decoder(AMM.fn("active_band"))),
+                Call(m.amm, AMM.fn("price_oracle").encode(), flat_decoder(AMM.fn("price_oracle"))),
+                Call(m.controller, m.abi.fn("n_loans").encode(), flat_decoder(m.abi.fn("n_loans"))),
+            ]
+        dirty = [k for k in self.dirty if k[0] in self.mkts]
+        for c, u in dirty:
+            m = self.mkts[c]
+            calls += [
+                Call(c, m.abi.fn("user_state").encode(u), flat_decoder(m.abi.fn("user_state"))),
+                Call(m.amm, AMM.fn("read_user_tick_numbers").encode(u), flat_decoder(AMM.fn("read_user_tick_numbers"))),
+            ]
+        res = await self.ctx.calls.run(calls, head.number)
+        for i, m in enumerate(mk):
+            band, price, n = res[3 * i : 3 * i + 3]
+            if any(isinstance(r, CallFailed) for r in (band, price, n)):
+                self.log.warning("market_read_failed", controller=m.controller)
+                continue
+            m.active_band, m.price_oracle, m.n_loans = band[0], price[0], n[0]
+        off = 3 * len(mk)
+        upserts, deletes = [], []
+        for j, (c, u) in enumerate(dirty):
+            st, ticks = res[off + 2 * j], res[off + 2 * j + 1]
+            if isinstance(st, CallFailed) or isinstance(ticks, CallFailed):
+                continue
+            self.dirty.discard((c, u))
+            collateral, x, debt, nb = st
+            if debt == 0:
+                if self.loans.pop((c, u), None) is not None:
+                    deletes.append((c, u))
+                    self.log.info("loan_closed", market=self.mkts[c].label, user=u)
+                continue
+            prev = self.loans.get((c, u))
+            loan = Loan(collateral, x, debt, nb, ticks[0], ticks[1], prev.soft if prev else False)
+            self.loans[(c, u)] = loan
+            upserts.append((c, u, {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                                   for k, v in loan.__dict__.items()}, head.number))  # fmt: skip
+        # Soft-liquidation transitions (n1 ≤ active band), logged once per change.
+        for (c, u), loan in self.loans.items():
+            m = self.mkts.get(c)
+            if m is None:
+                continue
+            soft = lm.in_soft_liquidation(loan.n1, m.active_band)
+            if soft != loan.soft:
+                loan.soft = soft
+                self.log.info("loan_soft_liquidation_entered" if soft else "loan_soft_liquidation_left",
+                              market=m.label, user=u, n1=loan.n1, n2=loan.n2, active_band=m.active_band, block=head.number)  # fmt: skip
+        self.ctx.store.put_positions(self.name, upserts)
+        self.ctx.store.delete_positions(self.name, deletes)
+        await self._scan_liquidatable(head)
+
+    async def _scan_liquidatable(self, head: Block) -> None:
+        """The protocol's own liquidatable set: users_to_liquidate(from, limit), paged."""
+        reqs: list[tuple[Market, int, int]] = []
+        for m in self.mkts.values():
+            for start in range(0, m.n_loans, self.cfg.page_size):
+                reqs.append((m, start, min(self.cfg.page_size, m.n_loans - start)))
+        outs = await self.ctx.rpc.batch(
+            [("eth_call", [{"to": m.controller, "data": "0x" + m.abi.fn("users_to_liquidate", 2).encode(s, n).hex()}, hex(head.number)])
+             for m, s, n in reqs]
+        )  # fmt: skip
+        found: dict[tuple[str, str], Liquidatable] = {}
+        for (m, s, _n), out in zip(reqs, outs, strict=True):
+            if isinstance(out, RpcError):
+                self.log.warning("users_to_liquidate_failed", controller=m.controller, start=s, error=out.message)
+                continue
+            (rows,) = abi_decode(["(address,uint256,uint256,uint256,int256)[]"], bytes.fromhex(out[2:]))
+            for user, x, y, debt, h in rows:
+                found[(m.controller, to_checksum_address(user))] = Liquidatable(x, y, debt, h)
+        self.liquidatable = found
+        if not found:
+            return
+        keys = list(found)
+        # tokens_to_liquidate depends on msg.sender: plain eth_calls from the keeper, batched.
+        pays = await self.ctx.calls.run(
+            [Call(c, self.mkts[c].abi.fn("tokens_to_liquidate", 1).encode(u), flat_decoder(self.mkts[c].abi.fn("tokens_to_liquidate", 1)))
+             for c, u in keys], head.number, sender=self.ctx.keeper,
+        )  # fmt: skip
+        disc = await self.ctx.calls.run(
+            [Call(c, self.mkts[c].abi.fn("liquidation_discounts").encode(u), flat_decoder(self.mkts[c].abi.fn("liquidation_discounts")))
+             for c, u in keys] + self._inventory_calls(),
+            head.number,
+        )  # fmt: skip
+        for k, p, d in zip(keys, pays, disc[: len(keys)], strict=True):
+            found[k].pay_full = None if isinstance(p, CallFailed) else p[0]
+            found[k].discount = self.mkts[k[0]].liquidation_discount if isinstance(d, CallFailed) else d[0]
+        self._read_inventory(disc[len(keys) :])
+
+    def _inventory_calls(self) -> list[Call]:
+        calls = []
+        for s in sorted({m.stablecoin for m in self.mkts.values()}):
+            calls.append(Call(s, ERC20.fn("balanceOf").encode(self.ctx.keeper), flat_decoder(ERC20.fn("balanceOf"))))
+        for m in self.mkts.values():
+            calls.append(Call(m.stablecoin, ERC20.fn("allowance").encode(self.ctx.keeper, m.controller), flat_decoder(ERC20.fn("allowance"))))
+        return calls
+
+    def _read_inventory(self, res: list) -> None:
+        stables = sorted({m.stablecoin for m in self.mkts.values()})
+        self.inventory = {s: Inventory(0 if isinstance(r, CallFailed) else r[0]) for s, r in zip(stables, res, strict=False)}
+        for m, r in zip(self.mkts.values(), res[len(stables) :], strict=True):
+            self.inventory[m.stablecoin].allowance[m.controller] = 0 if isinstance(r, CallFailed) else r[0]
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    def _budget(self, m: Market) -> int:
+        """Stablecoin (1e18) the keeper can put into one liquidation in this market."""
+        inv = self.inventory.get(m.stablecoin, Inventory())
+        budget = inv.balance
+        if self.cfg.max_capital is not None:
+            budget = min(budget, to_units(self.cfg.max_capital, 18))
+        return budget
+
+    def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
+        out: list[Evaluation] = []
+        haircut = to_units(self.cfg.collateral_haircut, 18)
+        min_frac = to_units(self.cfg.min_frac, 18)
+        keys = set(self.loans) | set(self.liquidatable)
+        for c, u in sorted(keys):
+            m = self.mkts.get(c)
+            if m is None:
+                continue
+            loan = self.loans.get((c, u))
+            liq = self.liquidatable.get((c, u))
+            fields: dict = {"market": m.label, "debt": liq.debt if liq else (loan.debt if loan else None)}
+            if loan is not None:
+                fields.update(n1=loan.n1, n2=loan.n2, soft=lm.in_soft_liquidation(loan.n1, m.active_band), active_band=m.active_band)
+            extra = self.scan_extra.get((c, u)) if full else None
+            if extra is not None:
+                fields.update(health_full=extra.health_full, health=extra.health, pay=extra.pay)
+                if extra.xy is not None:
+                    x, y = extra.xy
+                    fields.update(x=x, y=y, y_18=y * m.collateral_precision,
+                                  converted=lm.converted_share(x, y, m.price_oracle, m.collateral_precision))  # fmt: skip
+            key = PositionKey(self.name, c, u)
+            if liq is None:
+                status = Status.SOFT if fields.get("soft") else Status.HEALTHY
+                out.append(Evaluation(key, status, False, None, fields))
+                continue
+            fields.update(health_full=liq.health, x=liq.x, y=liq.y, y_18=liq.y * m.collateral_precision, pay=liq.pay_full,
+                          converted=lm.converted_share(liq.x, liq.y, m.price_oracle, m.collateral_precision))  # fmt: skip
+            if liq.pay_full is None:
+                out.append(Evaluation(key, Status.FULL, False, None, fields, reason="tokens_to_liquidate failed"))
+                continue
+            need = liq.pay_full + liq.pay_full // 100  # debt keeps accruing until the tx lands
+            frac = lm.affordable_frac(need, self._budget(m), min_frac)
+            if frac is None:
+                out.append(Evaluation(key, Status.UNAFFORDABLE, False, None, fields,
+                                      reason=f"needs {need} stablecoin, budget {self._budget(m)}"))  # fmt: skip
+                continue
+            po = lm.payout(debt=liq.debt, x=liq.x, y=liq.y, frac=frac, health_limit=liq.discount, price_oracle=m.price_oracle,
+                           haircut=haircut, collateral_precision=m.collateral_precision, ceil=m.ceil_debt)  # fmt: skip
+            fields.update(frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable)
+            status = Status.FULL if frac == WAD else Status.PARTIAL
+            out.append(Evaluation(key, status, True, po.value, fields))
+        return out
+
+    async def prepare_scan(self, head: Block) -> None:
+        """health (both), tokens_to_liquidate (from the keeper) and band contents of every loan."""
+        keys = list(self.loans)
+        calls: list[Call] = []
+        for c, u in keys:
+            m = self.mkts[c]
+            calls += [
+                Call(c, m.abi.fn("health", 2).encode(u, True), flat_decoder(m.abi.fn("health", 2))),
+                Call(c, m.abi.fn("health", 1).encode(u), flat_decoder(m.abi.fn("health", 1))),
+                Call(m.amm, AMM.fn("get_sum_xy").encode(u), flat_decoder(AMM.fn("get_sum_xy"))),
+            ]
+        res = await self.ctx.calls.run(calls, head.number)
+        pays = await self.ctx.calls.run(
+            [Call(c, self.mkts[c].abi.fn("tokens_to_liquidate", 1).encode(u), flat_decoder(self.mkts[c].abi.fn("tokens_to_liquidate", 1)))
+             for c, u in keys], head.number, sender=self.ctx.keeper,
+        )  # fmt: skip
+        self.scan_extra = {}
+        for i, k in enumerate(keys):
+            hf, h, xy = res[3 * i : 3 * i + 3]
+            self.scan_extra[k] = ScanExtra(
+                None if isinstance(hf, CallFailed) else hf[0], None if isinstance(h, CallFailed) else h[0],
+                None if isinstance(pays[i], CallFailed) else pays[i][0], None if isinstance(xy, CallFailed) else (xy[0], xy[1]),
+            )  # fmt: skip
+
+    # ---- plans -------------------------------------------------------------------------------------
+    def _liquidate_call(self, m: Market, user: str, min_x: int, frac: int) -> bytes:
+        if frac == WAD:
+            return m.abi.fn("liquidate", 2).encode(user, min_x)  # the 2-argument form works on every version
+        if m.variant == "v3":
+            return V3.fn("liquidate_extended", 5).encode(user, min_x, frac, ZERO, [])
+        return M2.fn("liquidate_extended", 6).encode(user, min_x, frac, False, ZERO, [])
+
+    async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        plans: list[Plan] = []
+        slippage = to_units(self.cfg.min_x_slippage, 18)
+        reserved: dict[str, int] = {}
+        for e in candidates:
+            m = self.mkts[e.key.market]
+            liq = self.liquidatable[(e.key.market, e.key.account)]
+            frac = e.fields["frac"]
+            pay = liq.pay_full
+            if frac != WAD:
+                pay = await self._pay_for(m, e.key.account, frac, head)
+                budget = self._budget(m) - reserved.get(m.stablecoin, 0)
+                while pay is not None and pay + pay // 100 > budget and frac > to_units(self.cfg.min_frac, 18):
+                    frac = frac * 9 // 10
+                    pay = await self._pay_for(m, e.key.account, frac, head)
+                if pay is None or pay + pay // 100 > budget:
+                    self.log.info("liquidation_unaffordable", market=m.label, user=e.key.account, budget=budget)
+                    continue
+            need = pay + pay // 100
+            reserved[m.stablecoin] = reserved.get(m.stablecoin, 0) + need
+            po = lm.payout(debt=liq.debt, x=liq.x, y=liq.y, frac=frac, health_limit=liq.discount, price_oracle=m.price_oracle,
+                           haircut=to_units(self.cfg.collateral_haircut, 18), collateral_precision=m.collateral_precision,
+                           ceil=m.ceil_debt)  # fmt: skip
+            min_x = lm.min_x_for(po.x_withdrawn, slippage)
+            fields = dict(e.fields, frac=frac, pay=pay, min_x=min_x, expected_y=po.y_withdrawn, expected_x=po.x_withdrawn, debt_repaid=po.debt_repaid)
+            plan = Plan(key=e.key, to=m.controller, data=self._liquidate_call(m, e.key.account, min_x, frac),
+                        kind="full" if frac == WAD else "frac", expected_reward=po.value, fields=fields, typical_gas=self.typical_gas)  # fmt: skip
+            allowance = self.inventory.get(m.stablecoin, Inventory()).allowance.get(m.controller, 0)
+            if need > allowance:
+                plan.prerequisite = Plan(key=e.key, to=m.stablecoin, data=ERC20.fn("approve").encode(m.controller, self._approval_amount(need)),
+                                         kind="approval", expected_reward=0, fields={"amount": self._approval_amount(need)})  # fmt: skip
+            plans.append(plan)
+        return plans
+
+    def _approval_amount(self, need: int) -> int:
+        if self.cfg.approval == "unlimited":
+            return MAX_UINT
+        if self.cfg.approval == "bounded":
+            return max(need, to_units(self.cfg.approval_amount, 18))
+        return need
+
+    async def _pay_for(self, m: Market, user: str, frac: int, head: Block) -> int | None:
+        fn = m.abi.fn("tokens_to_liquidate", 2)
+        try:
+            return fn.decode_one(await self.ctx.rpc.eth_call(m.controller, fn.encode(user, frac), sender=self.ctx.keeper, block=head.number))
+        except RpcError:
+            return None
+
+    # ---- outcomes ----------------------------------------------------------------------------------
+    def outcome(self, plan: Plan, receipt: dict) -> Outcome:
+        tx_hash = receipt["transactionHash"]
+        gas_used = int(receipt["gasUsed"], 16)
+        cost = gas_used * int(receipt.get("effectiveGasPrice", "0x0"), 16)
+        m = self.mkts[plan.key.market]
+        self.dirty.add((plan.key.market, plan.key.account))
+        if int(receipt["status"], 16) != 1:
+            return Outcome(plan.key, tx_hash, "reverted", plan.kind, 0, gas_used, cost)
+        reward, fields = 0, {}
+        for lg in receipt.get("logs", []):
+            if lg["address"].lower() == m.controller.lower() and lg["topics"] and lg["topics"][0] == LIQUIDATE_EV.topic0:
+                ev = LIQUIDATE_EV.decode(lg)
+                if ev["user"] == plan.key.account and ev["liquidator"] == self.ctx.keeper:
+                    y, x, d = ev["collateral_received"], ev["stablecoin_received"], ev["debt"]
+                    value = lm.collateral_value(y, m.price_oracle, to_units(self.cfg.collateral_haircut, 18), m.collateral_precision)
+                    reward = value + x - d
+                    fields = {"collateral_received": y, "stablecoin_from_bands": x, "debt_repaid": d, "stable_paid": max(d - x, 0)}
+        return Outcome(plan.key, tx_hash, "landed", plan.kind, reward, gas_used, cost, fields)
+
+    async def explain_failure(self, plan: Plan, receipt: dict | None, since_block: int) -> tuple[str, str]:
+        self.dirty.add((plan.key.market, plan.key.account))
+        to_block = int(receipt["blockNumber"], 16) if receipt else await self.ctx.rpc.block_number()
+        topics = [LIQUIDATE_EV.topic0, None, "0x" + "0" * 24 + plan.key.account[2:].lower()]
+        logs = await self.ctx.rpc.get_logs(plan.key.market, topics, since_block, to_block)
+        others = [LIQUIDATE_EV.decode(lg)["liquidator"] for lg in logs]
+        others = [o for o in others if o != self.ctx.keeper]
+        if others:
+            return "raced", f"liquidated first by {others[0]}"
+        try:
+            await self.ctx.rpc.eth_call(plan.to, plan.data, sender=self.ctx.keeper, block=to_block)
+        except RpcError as exc:
+            return "reverted", getattr(exc, "reason", "") or exc.message
+        return "reverted", "reverted (passes now)"
+
+    async def rewind(self, block_number: int) -> None:
+        self.cursor = min(self.cursor, block_number)
+        self.dirty.update(self.loans)
+
+
+ADAPTER = LlammaAdapter

@@ -1,0 +1,209 @@
+"""Helpers to run the real keeper (in-process Engine or the `keeper` CLI as a subprocess) against
+the reference deployments on anvil."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from keeper.adapters.base import Block
+from keeper.config import parse_config
+from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
+from keeper.engine import Engine
+
+KEEPER_KEY = ANVIL_KEYS[9]  # TEST KEY ONLY (anvil default account 9)
+KEEPER = ANVIL_ADDRESSES[9]
+KEY_ENV = "KEEPER_TEST_PRIVATE_KEY"
+
+
+class RecordingLog:
+    """A structlog-like logger that records every event as a dict (for asserting log fields)."""
+
+    def __init__(self, records: list | None = None, ctx: dict | None = None):
+        self.records = records if records is not None else []
+        self.ctx = ctx or {}
+
+    def bind(self, **kw: Any) -> RecordingLog:
+        return RecordingLog(self.records, {**self.ctx, **kw})
+
+    def _log(self, level: str, event: str, **kw: Any) -> None:
+        self.records.append({"event": event, "level": level, **self.ctx, **kw})
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._log("debug", event, **kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._log("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._log("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._log("error", event, **kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._log("error", event, **kw)
+
+    def events(self, name: str) -> list[dict]:
+        return [r for r in self.records if r["event"] == name]
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def keeper_config(url: str | list[str], state_path: Path | str, protocols: list[dict], **over: Any) -> dict:
+    cfg = {
+        "chain": {"rpc_urls": [url] if isinstance(url, str) else list(url), "chain_id": 31337, "poll_interval": 0.1},
+        "key": {"private_key_env": KEY_ENV},
+        "pricing": {"source": "fixed", "value": "3000"},
+        "profit": {"min_profit": "0"},
+        "state": {"path": str(state_path)},
+        "http": {"listen": ""},
+        "log": {"format": "json"},
+        "protocols": protocols,
+    }
+    return deep_merge(cfg, over)
+
+
+def perp_protocol(perp: Any, **kw: Any) -> dict:
+    return {"kind": "perp_v1", "name": "perp", "clearing_house": perp.clearing_house.address,
+            "start_block": perp.start_block, **kw}  # fmt: skip
+
+
+async def start_engine(cfg: dict, *, dry_run: bool = False, key: str = KEEPER_KEY) -> tuple[Engine, RecordingLog]:
+    os.environ[KEY_ENV] = key
+    log = RecordingLog()
+    engine = Engine(parse_config(cfg, environ={}), dry_run=dry_run, log=log)
+    await engine.open()
+    return engine, log
+
+
+async def step(engine: Engine) -> Block:
+    """Process the current head once (what the daemon does on a new block)."""
+    head = Block.from_rpc(await engine.rpc.get_block("latest"))
+    await engine.process(head)
+    return head
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    """Write a config dict as TOML (the subset of TOML our configs need)."""
+    lines: list[str] = []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + " }"
+        return json.dumps(str(v))
+
+    for k, v in cfg.items():
+        if not isinstance(v, dict | list) or (isinstance(v, list) and not all(isinstance(x, dict) for x in v)):
+            lines.append(f"{k} = {scalar(v)}")
+    for k, v in cfg.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items()]
+    for k, v in cfg.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                lines += [f"{kk} = {scalar(vv)}" for kk, vv in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    tomllib.loads(path.read_text())  # sanity
+    return path
+
+
+class Daemon:
+    """`keeper run` as a subprocess with JSON logs captured to a file."""
+
+    def __init__(self, config_path: Path, log_path: Path, env: dict | None = None, args: tuple[str, ...] = ()):
+        self.config_path = config_path
+        self.log_path = log_path
+        self.env = {**os.environ, KEY_ENV: KEEPER_KEY, **(env or {})}
+        self.args = args
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Daemon:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "-c", str(self.config_path), "run", *self.args],
+            stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+        )  # fmt: skip
+        return self
+
+    def events(self, name: str | None = None) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if name is None or rec.get("event") == name:
+                out.append(rec)
+        return out
+
+    def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+        """Poll `predicate()` until true (bounded); fails with the daemon's log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) waiting for {what}:\n{self.tail()}")
+            time.sleep(0.1)  # polling an external process with a bound, not synchronising on time
+        raise AssertionError(f"timed out waiting for {what}:\n{self.tail()}")
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon did not exit within {timeout}s of signal {sig}") from None
+        self._log.close()
+        return self.proc.returncode
+
+
+async def open_adapter(url: str, protocol: dict, keeper: str = KEEPER):
+    """A started adapter (no engine, no signer) and its head, for comparing local maths with views."""
+    from keeper.adapters import adapter_class  # noqa: PLC0415
+    from keeper.adapters.base import Context  # noqa: PLC0415
+    from keeper.multicall import CallBatcher  # noqa: PLC0415
+    from keeper.rpc import RpcClient  # noqa: PLC0415
+    from keeper.store import Store  # noqa: PLC0415
+
+    cfg = parse_config(keeper_config(url, ":memory:", [protocol]), environ={})
+    rpc = await RpcClient([url]).start()
+    calls = await CallBatcher.detect(rpc, "auto")
+    ctx = Context(rpc=rpc, calls=calls, store=Store(":memory:"), keeper=keeper, config=cfg, log=RecordingLog())
+    adapter = adapter_class(protocol["kind"])(cfg.protocols[0], ctx)
+    head = Block.from_rpc(await rpc.get_block("latest"))
+    await adapter.start(head)
+    await adapter.sync(head)
+    return adapter, rpc, head

@@ -1,0 +1,99 @@
+"""Property: for randomised positions, trades, time and funding, the keeper's local margin ratios,
+notionals and PnLs equal the ClearingHouse's views bit for bit at the same block."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from keeper.devtools.chain import TxFailed
+from keeper.devtools.perp_env import BUY, ORACLE, SELL, SPOT_PRICE, TWAP
+from keeper.risk import perp as pm
+from tests.harness import open_adapter, perp_protocol
+
+pytestmark = pytest.mark.chain
+E = 10**18
+
+position_st = st.tuples(
+    st.sampled_from(["ETH", "BTC"]), st.sampled_from([BUY, SELL]), st.integers(50, 5000), st.integers(1, 10)
+)
+action_st = st.one_of(
+    st.tuples(st.just("trade"), st.sampled_from(["ETH", "BTC"]), st.sampled_from([BUY, SELL]), st.integers(1_000, 400_000)),
+    st.tuples(st.just("wait"), st.integers(1, 1500)),
+    st.tuples(st.just("oracle"), st.sampled_from(["ETH", "BTC"]), st.integers(-150, 150)),  # per-mille move
+    st.tuples(st.just("funding"), st.sampled_from(["ETH", "BTC"])),
+)
+
+
+async def compare(perp) -> int:
+    adapter, rpc, head = await open_adapter(perp.chain.url, perp_protocol(perp))
+    try:
+        evals = adapter.evaluate(head, full=True)
+        checked = 0
+        for e in evals:
+            market, trader = e.key.market, e.key.account
+            f = e.fields
+            block = head.number
+            ch = perp.clearing_house.functions
+            assert ch.getMarginRatio(market, trader).call(block_identifier=block)[0] == f["margin_ratio"]
+            pos = adapter.positions[(market, trader)]
+            state = adapter.states[market]
+            for option, name in ((SPOT_PRICE, pm.PnlOption.SPOT), (TWAP, pm.PnlOption.TWAP), (ORACLE, pm.PnlOption.ORACLE)):
+                (n,), (pnl,) = ch.getPositionNotionalAndUnrealizedPnl(market, trader, option).call(block_identifier=block)
+                local_n = pm.notional(pos, state, name)
+                assert local_n == n, (option, local_n, n)
+                assert pm.unrealized_pnl(pos, local_n) == pnl
+            amm = perp.amm(market).functions
+            assert amm.isOverSpreadLimit().call(block_identifier=block) == f["over_spread"]
+            checked += 1
+        return checked
+    finally:
+        await rpc.close()
+
+
+def apply(perp, accounts, action) -> None:
+    chain = perp.chain
+    kind = action[0]
+    try:
+        if kind == "trade":
+            _, market, side, quote = action
+            perp.fund_trader(accounts["whale"], quote * E + E)
+            perp.open_position(accounts["whale"], market, side, quote * E, E)
+        elif kind == "wait":
+            chain.advance(action[1])
+        elif kind == "oracle":
+            _, market, permille = action
+            perp.set_oracle_price(market, perp.oracle_price(market) * (1000 + permille) // 1000)
+        elif kind == "funding":
+            chain.advance(3600)
+            perp.pay_funding(action[1])
+    except TxFailed:  # a step the contract refuses (trade limits, margin checks) is skipped
+        pass
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(positions=st.lists(position_st, min_size=1, max_size=5), actions=st.lists(action_st, min_size=1, max_size=6))
+def test_local_margin_ratio_equals_contract(perp_deployment, accounts, positions, actions):
+    chain = perp_deployment.chain
+    snap = chain.snapshot()
+    try:
+        traders = [accounts[n] for n in ("alice", "carol", "dave", "backstop")]
+        opened = 0
+        for i, (market, side, margin, lev) in enumerate(positions):
+            trader = traders[i % len(traders)]
+            try:
+                perp_deployment.fund_trader(trader, margin * E + E)
+                perp_deployment.open_position(trader, market, side, margin * E, lev * E)
+                opened += 1
+            except TxFailed:  # e.g. a second position of the same trader the contract refuses
+                continue
+        for action in actions:
+            apply(perp_deployment, accounts, action)
+        checked = asyncio.run(compare(perp_deployment))
+        assert checked >= min(opened, 1)
+    finally:
+        chain.set_automine(True)
+        chain.revert_to(snap)
