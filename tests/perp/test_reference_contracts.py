@@ -24,7 +24,10 @@ from keeper.devtools.perp_env import (
     TWAP,
     USDC_UNIT,
     WAD,
+    MarketSpec,
     PerpDeployment,
+    PerpParams,
+    deploy_perp,
     to_wei_dec,
 )
 
@@ -149,6 +152,66 @@ def test_vamm_no_rounding_when_divisible(perp_deployment):
     )
 
 
+# getInputPriceWithReserves / getOutputPriceWithReserves at Q 1,000 / B 100 (and round trips), from
+# Perp v1's own Amm tests ("AmmCalculator"); amounts in whole tokens unless given in wei
+ORIGINAL_PRICE_VECTORS = [
+    ("in", ADD_TO_AMM, 600, 1000, 100, 375 * WAD // 10),
+    ("in", REMOVE_FROM_AMM, 600, 1000, 100, 150 * WAD),
+    ("in", ADD_TO_AMM, 200, 1000, 100, 16666666666666666666),
+    ("in", REMOVE_FROM_AMM, 100, 1000, 100, 11111111111111111112),
+    ("out", ADD_TO_AMM, 60, 1000, 100, 375 * WAD),
+    ("out", REMOVE_FROM_AMM, 20, 1000, 100, 250 * WAD),
+    ("out", REMOVE_FROM_AMM, 25, 1000, 100, 333333333333333333334),
+    ("out", ADD_TO_AMM, 20, 1000, 100, 166666666666666666666),
+    ("out", REMOVE_FROM_AMM, 10, 1000, 100, 111111111111111111112),
+]
+
+
+def test_pricing_matches_the_original_perp_test_vectors(perp_deployment):
+    f = perp_deployment.amm(ETH).functions
+
+    def price(kind, direction, amount, q, b):
+        fn = f.getInputPriceWithReserves if kind == "in" else f.getOutputPriceWithReserves
+        return fn(direction, (amount,), (q * WAD,), (b * WAD,)).call()[0]
+
+    for kind, direction, amount, q, b, expected in ORIGINAL_PRICE_VECTORS:
+        assert price(kind, direction, amount * WAD, q, b) == expected, (kind, direction, amount)
+    # round trips at the post-trade reserves give the amount back
+    assert price("out", ADD_TO_AMM, price("in", ADD_TO_AMM, 250 * WAD, 1000, 100), 1250, 80) == 250 * WAD
+    assert price("out", REMOVE_FROM_AMM, price("in", REMOVE_FROM_AMM, 200 * WAD, 1000, 100), 800, 125) == 200 * WAD
+    assert price("in", ADD_TO_AMM, price("out", ADD_TO_AMM, 60 * WAD, 1000, 100), 625, 160) == 60 * WAD
+    assert price("in", REMOVE_FROM_AMM, price("out", REMOVE_FROM_AMM, 60 * WAD, 1000, 100), 2500, 40) == 60 * WAD
+    chain = perp_deployment.chain
+    nine = (900 * WAD,)
+    chain.expect_revert(f.getInputPriceWithReserves(REMOVE_FROM_AMM, nine, nine, nine), "quote asset after is 0")
+    chain.expect_revert(f.getOutputPriceWithReserves(REMOVE_FROM_AMM, nine, nine, nine), "base asset after is 0")
+
+
+def test_swap_round_trips_leave_one_wei_to_the_amm(perp):
+    """Perp v1's own Amm tests ("swapInput and swapOutput"): a trade and its reverse never leave
+    the AMM with less than it started with."""
+    chain = perp.chain
+    amm, _t0 = twap_amm(perp)
+    f = amm.functions
+    ten = (10 * WAD,)
+    cases = [
+        (lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False), lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False), (1000 * WAD, 100 * WAD + 1)),
+        (lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False), lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False), (1000 * WAD, 100 * WAD + 1)),
+        (lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)), lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)), (1000 * WAD + 1, 100 * WAD)),
+        (lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)), lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)), (1000 * WAD + 1, 100 * WAD)),
+    ]
+    for first, second, reserves in cases:
+        snap = chain.snapshot()
+        chain.tx(first())
+        chain.tx(second())
+        assert (f.quoteAssetReserve().call(), f.baseAssetReserve().call()) == reserves
+        chain.revert_to(snap)
+    received = f.getInputPrice(REMOVE_FROM_AMM, ten).call()[0]
+    receipt = chain.tx(f.swapOutput(ADD_TO_AMM, (received,), (0,)))
+    (ev,) = events(amm, "SwapOutput", receipt)
+    assert ev == {"dir": ADD_TO_AMM, "quoteAssetAmount": 10000000000000000009, "baseAssetAmount": received}
+
+
 def test_swap_moves_reserves_by_the_quoted_amounts(perp, accounts):
     alice = accounts["alice"]
     q0, b0 = perp.reserves(ETH)
@@ -241,6 +304,53 @@ def test_twap_latest_snapshot_older_than_window_returns_latest(perp):
     block = mine_at(chain, t0 + 100 + 900)  # latest snapshot exactly at now - 900
     spot = amm.functions.getSpotPrice().call()[0]
     assert amm.functions.getTwapPrice(900).call(block_identifier=block)[0] == spot
+
+
+def test_twap_matches_the_original_perp_test_vectors(perp):
+    """Replays Perp v1's own Amm TWAP tests (test/unit/Amm.test.ts, "twap price"): Q 1,000 / B 100,
+    a swap every 14 s alternating REMOVE 100 / ADD 50 / ADD 50 quote; expected values copied from there."""
+    chain = perp.chain
+    amm, t0 = twap_amm(perp)
+    f = amm.functions
+
+    def swaps(first_ts: int, count: int) -> None:
+        for i in range(count):
+            direction, amount = (REMOVE_FROM_AMM, 100) if i % 3 == 0 else (ADD_TO_AMM, 50)
+            chain.set_next_timestamp(first_ts + 14 * i)
+            chain.tx(f.swapInput(direction, (amount * WAD,), (0,), False))
+
+    def at(block: int):
+        return {"block_identifier": block}
+
+    swaps(t0 + 14, 30)  # 31 snapshots, 14 s apart
+    now = t0 + 14 * 31
+
+    snap = chain.snapshot()
+    block = mine_at(chain, now)
+    assert f.getTwapPrice(210).call(**at(block))[0] == 9041666666666666665
+    assert f.getTwapPrice(900).call(**at(block))[0] == 9072580645161290321  # history shorter than 900 s
+    assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1098903664504027596
+    assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82816779977324354961
+    assert f.getOutputTwap(ADD_TO_AMM, (0,)).call(**at(block))[0] == 0
+    assert f.getTwapPrice(0).call(**at(block)) == f.getSpotPrice().call(**at(block))
+    chain.revert_to(snap)
+
+    snap = chain.snapshot()
+    swaps(now, 1)  # a snapshot taken now has no weight yet
+    assert f.getTwapPrice(210).call()[0] == 9041666666666666665
+    block = mine_at(chain, now + 300)  # the latest snapshot is older than the interval
+    assert f.getTwapPrice(210).call(**at(block))[0] == 8099999999999999998
+    chain.revert_to(snap)
+
+    swaps(now, 34)  # 65 snapshots, 910 s of history
+    now = t0 + 14 * 65
+    snap = chain.snapshot()
+    block = mine_at(chain, now)
+    assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1103873668968336329
+    assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82456099260799524707
+    chain.revert_to(snap)
+    swaps(now, 1)
+    assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call()[0] == 1103873668968336329
 
 
 def test_same_block_change_overwrites_the_last_snapshot(perp):
@@ -358,6 +468,94 @@ def test_partial_liquidation_exact_amounts(perp, accounts):
     names = [perp.clearing_house.events[n]().topic for n in ("RestrictionModeEntered", "PositionLiquidated", "PositionChanged")]
     topics = ["0x" + lg.topics[0].hex().removeprefix("0x") for lg in receipt.logs if lg.address == perp.clearing_house.address]
     assert topics == names
+
+
+# Perp v1's own ClearingHouse tests ("liquidate"): Q 1,000 / B 100 (spot 10), MMR 10 %, fee 2.5 %,
+# partial 25 %, a 5,000-token insurance fund, 6-decimal quote. Alice opens 10x, Bob trades against
+# her 15 s later, Carol liquidates. Values copied from there (the under-water cases predate the
+# backstop rule, so Carol is made a backstop LP here).
+ORIGINAL_LIQUIDATION_VECTORS = {
+    "partial-long": dict(
+        alice=(BUY, 25 * WAD), bob=(SELL, 45180722890000000000), sync_oracle=False,
+        liquidated={"positionNotional": 68455640744970299586, "positionSize": 5 * WAD,
+                    "liquidationFee": 855695509312128744, "badDebt": 0},
+        changed={"margin": 19274981656679729691, "positionNotional": 68455640744970299586,
+                 "exchangedPositionSize": -5 * WAD, "positionSizeAfter": 15 * WAD,
+                 "realizedPnl": -4013627324696012820, "unrealizedPnlAfter": -12040881974088038460,
+                 "liquidationPenalty": 1711391018624257489, "badDebt": 0},
+        margin_ratio_after=43713253015241334, carol=855695, fund=5000855695,
+    ),
+    "partial-short": dict(
+        alice=(SELL, 20 * WAD), bob=(BUY, 19672131150000000000), sync_oracle=True,
+        liquidated={"positionNotional": 44258754381889405651, "positionSize": 625 * WAD // 100,
+                    "liquidationFee": 553234429773617570, "badDebt": 0},
+        changed={"margin": 16079605164093693758, "positionNotional": 44258754381889405651,
+                 "exchangedPositionSize": 625 * WAD // 100, "positionSizeAfter": -1875 * WAD // 100,
+                 "realizedPnl": -2813925976359071101, "unrealizedPnlAfter": -8441777929077213306,
+                 "liquidationPenalty": 1106468859547235141, "badDebt": 0},
+        margin_ratio_after=45736327859926164, carol=553234, fund=5000553234,
+    ),
+    "full-long-under-water": dict(
+        alice=(BUY, 25 * WAD), bob=(SELL, 73529411760000000000), sync_oracle=False,
+        liquidated={"positionNotional": 224089635855963718818, "positionSize": 20 * WAD,
+                    "liquidationFee": 2801120448199546485, "badDebt": 2801120448199546485},
+        changed={"margin": 0, "positionNotional": 224089635855963718818, "exchangedPositionSize": -20 * WAD,
+                 "positionSizeAfter": 0, "realizedPnl": -25910364144036281182, "unrealizedPnlAfter": 0,
+                 "liquidationPenalty": 25 * WAD, "badDebt": 910364144036281182},
+        margin_ratio_after=None, carol=2801120, fund=4996288516,
+    ),
+    "full-short-under-water": dict(
+        alice=(SELL, 20 * WAD), bob=(BUY, 40336134450000000000), sync_oracle=True,
+        liquidated={"positionNotional": 223493652777982118604, "positionSize": 25 * WAD,
+                    "liquidationFee": 2793670659724776482, "badDebt": 2793670659724776482},
+        changed={"margin": 0, "positionNotional": 223493652777982118604, "exchangedPositionSize": 25 * WAD,
+                 "positionSizeAfter": 0, "realizedPnl": -23493652777982118604, "unrealizedPnlAfter": 0,
+                 "liquidationPenalty": 20 * WAD, "badDebt": 3493652777982118604},
+        margin_ratio_after=None, carol=2793670, fund=4993712677,
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_market_deployment(module_chain, perp_deployment) -> PerpDeployment:
+    return deploy_perp(
+        module_chain,
+        markets=[MarketSpec(ETH, price=10 * WAD, base_reserve=100 * WAD)],
+        params=PerpParams(
+            maintenance_margin_ratio=10**17, liquidation_fee_ratio=25 * 10**15,
+            partial_liquidation_ratio=25 * 10**16, insurance_fund_balance=5000 * WAD,
+        ),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(ORIGINAL_LIQUIDATION_VECTORS))
+def test_liquidations_match_the_original_perp_test_vectors(small_market_deployment, accounts, case):
+    v = ORIGINAL_LIQUIDATION_VECTORS[case]
+    perp = small_market_deployment
+    chain = perp.chain
+    snap = chain.snapshot()
+    try:
+        alice, bob, carol = accounts["alice"], accounts["whale"], accounts["carol"]
+        for who in (alice, bob):
+            perp.fund_trader(who, 100 * WAD)
+        perp.open_position(alice, ETH, v["alice"][0], v["alice"][1], 10 * WAD)
+        chain.increase_time(15)
+        perp.open_position(bob, ETH, v["bob"][0], v["bob"][1], WAD)
+        if v["sync_oracle"]:
+            perp.set_oracle_price(ETH, perp.spot_price(ETH))
+        perp.set_backstop(carol)
+        receipt = perp.liquidate(carol, ETH, alice)
+
+        (liq,) = events(perp.clearing_house, "PositionLiquidated", receipt)
+        assert liq == {"trader": alice, "amm": perp.amm(ETH).address, "liquidator": carol, **v["liquidated"]}
+        (changed,) = events(perp.clearing_house, "PositionChanged", receipt)
+        assert {k: changed[k] for k in v["changed"]} == v["changed"]
+        if v["margin_ratio_after"] is not None:
+            assert perp.margin_ratio(ETH, alice) == v["margin_ratio_after"]
+        assert perp.usdc_balance(carol) == v["carol"]
+        assert perp.usdc_balance(perp.insurance_fund.address) == v["fund"]
+    finally:
+        chain.revert_to(snap)
 
 
 def test_full_liquidation_without_bad_debt(perp, accounts):
