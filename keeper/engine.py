@@ -70,6 +70,7 @@ class Engine:
         self.txs: TxManager | None = None
         self.cooldown: dict[PositionKey, int] = {}
         self.last_status: dict[PositionKey, str] = {}
+        self.last_skip: dict[PositionKey, str] = {}
         self.status_counts: dict[str, Counter] = {}
         self.totals = Totals()
         self.head: Block | None = None
@@ -265,6 +266,7 @@ class Engine:
                     )  # fmt: skip
         for k in [k for k in self.last_status if k.protocol == a.name and k not in seen]:
             del self.last_status[k]
+            self.last_skip.pop(k, None)
         old = self.status_counts.get(a.name, Counter())
         for s in set(old) | set(counts):
             self.metrics.positions.labels(a.name, s).set(counts.get(s, 0))
@@ -280,8 +282,12 @@ class Engine:
         return to_units(value, 18)
 
     def _skip(self, a: Adapter, plan: Plan, reason: str, **numbers: Any) -> None:
+        """Every skip is logged with its numbers: at info when the reason for this position changes,
+        at debug while it repeats block after block."""
         self.metrics.skips.labels(a.name, reason).inc()
-        self.log.info(
+        repeated = self.last_skip.get(plan.key) == reason
+        self.last_skip[plan.key] = reason
+        (self.log.debug if repeated else self.log.info)(
             "liquidation_skipped", protocol=a.name, market=a.market_label(plan.key.market), account=plan.key.account,
             kind=plan.kind, reason=reason, **numbers,
         )  # fmt: skip
@@ -328,7 +334,6 @@ class Engine:
             numbers = dict(expected_reward=plan.expected_reward, est_cost=cost, est_profit=d.profit, min_profit=min_profit,
                            gas=total_gas, fee_per_gas=fees.expected_fee_per_gas, native_price=price)  # fmt: skip
             if not d.send:
-                self.last_status[plan.key] = Status.UNPROFITABLE
                 self._skip(a, plan, "unprofitable", **numbers)
                 continue
             gas_limit = self.fees.gas_limit(gas)
@@ -345,6 +350,7 @@ class Engine:
                 self.log.warning("liquidation_send_rejected", protocol=a.name, account=plan.key.account, reason=str(exc))
                 self.cooldown[plan.key] = head.number + self.cfg.tx.failure_cooldown_blocks
                 continue
+            self.last_skip.pop(plan.key, None)
             if sent_plan.kind != "approval":
                 self.totals.sent += 1
                 self.metrics.liquidations.labels(a.name, "sent").inc()
@@ -393,7 +399,7 @@ class Engine:
             out = a.outcome(p.plan, f.receipt)
             price = await self._price_or_none(a)
             cost_quote = gas_cost_in_quote(out.gas_used, out.gas_cost_wei // max(out.gas_used, 1), price) if price else None
-            self.store.annotate_tx(p.tx_id, reward=out.reward)
+            self.store.annotate_tx(p.tx_id, reward=out.reward, kind=out.kind)
             self.totals.landed += 1
             self.totals.partial += out.kind == "partial"
             self.totals.full += out.kind == "full" or out.kind == "frac"

@@ -236,8 +236,10 @@ class Store:
     def txs(self, limit: int = 1000) -> list[TxRow]:
         return [TxRow.from_row(r) for r in self.conn.execute("SELECT * FROM txs ORDER BY id DESC LIMIT ?", (limit,))]
 
-    def annotate_tx(self, tx_id: int, *, reward: int | None = None, reason: str | None = None) -> None:
-        """Record the realised reward / failure reason of a settled transaction."""
+    def annotate_tx(self, tx_id: int, *, reward: int | None = None, reason: str | None = None, kind: str | None = None) -> None:
+        """Record the realised reward, failure reason or realised kind (partial/full) of a settled transaction."""
+        if kind is not None:
+            self.conn.execute("UPDATE txs SET kind=?, updated_at=? WHERE id=?", (kind, time.time(), tx_id))
         if reward is not None:
             self.conn.execute("UPDATE txs SET reward=?, updated_at=? WHERE id=?", (str(reward), time.time(), tx_id))
         if reason is not None:

@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from keeper.adapters.base import Block
 from keeper.config import parse_config
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
+from keeper.devtools.configfile import write_config  # noqa: F401 - re-exported for tests
 from keeper.engine import Engine
 
 KEEPER_KEY = ANVIL_KEYS[9]  # TEST KEY ONLY (anvil default account 9)
@@ -98,38 +98,6 @@ async def step(engine: Engine) -> Block:
     head = Block.from_rpc(await engine.rpc.get_block("latest"))
     await engine.process(head)
     return head
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    """Write a config dict as TOML (the subset of TOML our configs need)."""
-    lines: list[str] = []
-
-    def scalar(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(scalar(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{k} = {scalar(x)}" for k, x in v.items()) + " }"
-        return json.dumps(str(v))
-
-    for k, v in cfg.items():
-        if not isinstance(v, dict | list) or (isinstance(v, list) and not all(isinstance(x, dict) for x in v)):
-            lines.append(f"{k} = {scalar(v)}")
-    for k, v in cfg.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {scalar(vv)}" for kk, vv in v.items()]
-    for k, v in cfg.items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                lines.append(f"\n[[{k}]]")
-                lines += [f"{kk} = {scalar(vv)}" for kk, vv in item.items()]
-    path.write_text("\n".join(lines) + "\n")
-    tomllib.loads(path.read_text())  # sanity
-    return path
 
 
 class Daemon:

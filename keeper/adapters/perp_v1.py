@@ -82,6 +82,7 @@ class MarketInfo:
     quote_decimals: int
     quote_symbol: str
     onchain_lockout_ratio: int  # our reference ClearingHouse's switch; 0 = off / not supported
+    has_lockout_switch: bool  # the ClearingHouse answers lockoutRatio(amm) (refreshed every block)
     policy: PerpMarketPolicy
 
 
@@ -151,22 +152,32 @@ class PerpV1Adapter(Adapter):
             positions=len(self.positions), cursor=self.cursor,
         )  # fmt: skip
 
-    async def _read_params(self) -> None:
-        names = ["maintenanceMarginRatio", "liquidationFeeRatio", "partialLiquidationRatio", "insuranceFund"]
+    def _param_calls(self) -> list[Call]:
+        """Protocol parameters, re-read every block (owners can change them at any time)."""
+        names = ["maintenanceMarginRatio", "liquidationFeeRatio", "partialLiquidationRatio"]
         calls = [Call(self.ch, CH.fn(n).encode(), flat_decoder(CH.fn(n))) for n in names]
         bs = CH.fn("backstopLiquidityProviderMap")
-        calls.append(Call(self.ch, bs.encode(self.ctx.keeper), flat_decoder(bs)))
-        res = await self.ctx.calls.run(calls)
-        mmr, lfr, plr, insurance_fund = (r[0] if not isinstance(r, CallFailed) else r for r in res[:4])
-        for n, r in zip(names, res[:4], strict=True):
+        return [*calls, Call(self.ch, bs.encode(self.ctx.keeper), flat_decoder(bs))]
+
+    def _apply_params(self, res: list) -> None:
+        for n, r in zip(("maintenanceMarginRatio", "liquidationFeeRatio", "partialLiquidationRatio"), res[:3], strict=True):
             if isinstance(r, CallFailed):
                 raise RuntimeError(f"{self.name}: ClearingHouse.{n}() failed: {r.reason}")
-        backstop = res[4][0] if not isinstance(res[4], CallFailed) else False
+        mmr, lfr, plr = res[0][0], res[1][0], res[2][0]
+        backstop = bool(res[3][0]) if not isinstance(res[3], CallFailed) else False
         v23 = self.variant == "v2.3"
-        self.params = pm.PerpParams(
-            mmr=mmr, lfr=lfr, plr=plr, partial_on_spot_ratio=v23, backstop_rule=v23, keeper_is_backstop=bool(backstop)
-        )
-        self.insurance_fund = insurance_fund
+        params = pm.PerpParams(mmr=mmr, lfr=lfr, plr=plr, partial_on_spot_ratio=v23, backstop_rule=v23, keeper_is_backstop=backstop)
+        if self.params is not None and params != self.params:
+            self.log.info("protocol_params_changed", mmr=mmr, lfr=lfr, plr=plr, keeper_is_backstop=backstop)
+        self.params = params
+
+    async def _read_params(self) -> None:
+        ins = CH.fn("insuranceFund")
+        res = await self.ctx.calls.run([*self._param_calls(), Call(self.ch, ins.encode(), flat_decoder(ins))])
+        self._apply_params(res[:4])
+        if isinstance(res[4], CallFailed):
+            raise RuntimeError(f"{self.name}: ClearingHouse.insuranceFund() failed: {res[4].reason}")
+        self.insurance_fund = res[4][0]
 
     async def _discover(self, head: Block) -> None:
         if self.cfg.markets:
@@ -199,6 +210,7 @@ class PerpV1Adapter(Adapter):
                 self.info[a] = MarketInfo(
                     amm=a, label=label or a[:10], quote_token=quote[0], quote_decimals=18, quote_symbol="quote",
                     onchain_lockout_ratio=0 if isinstance(lock, CallFailed) else lock[0],
+                    has_lockout_switch=not isinstance(lock, CallFailed),
                     policy=self.cfg.market_overrides.get(a, PerpMarketPolicy()),
                 )  # fmt: skip
             uniq = sorted(set(tokens.values()))
@@ -285,10 +297,22 @@ class PerpV1Adapter(Adapter):
                      flat_decoder(CH.fn("getLatestCumulativePremiumFraction"))),
                 Call(a, AMM.fn("getSnapshotLen").encode(), flat_decoder(AMM.fn("getSnapshotLen"))),
             ]  # fmt: skip
+        lock_fn = EXT.fn("lockoutRatio")
+        switched = [a for a in amms if self.info[a].has_lockout_switch]
+        calls += [Call(self.ch, lock_fn.encode(a), flat_decoder(lock_fn)) for a in switched]
+        calls += self._param_calls()
         dirty = [k for k in self.dirty if k[0] in self.info]
         gp = CH.fn("getPosition")
         calls += [Call(self.ch, gp.encode(a, t), flat_decoder(gp)) for a, t in dirty]
         res = await self.ctx.calls.run(calls, head.number)
+        off = 4 * len(amms)
+        for a, r in zip(switched, res[off : off + len(switched)], strict=True):
+            if not isinstance(r, CallFailed) and r[0] != self.info[a].onchain_lockout_ratio:
+                self.log.info("lockout_switch_changed", amm=a, market=self.info[a].label, ratio=r[0])
+                self.info[a].onchain_lockout_ratio = r[0]
+        off += len(switched)
+        self._apply_params(res[off : off + 4])
+        position_results = res[off + 4 :]
         new_lengths: dict[str, tuple[int, int, int, int, int]] = {}
         for i, a in enumerate(amms):
             reserve, price, cpf, length = res[4 * i : 4 * i + 4]
@@ -307,7 +331,7 @@ class PerpV1Adapter(Adapter):
             self.states[a] = pm.MarketState(q, b, price, cpf, tuple(tail), head.timestamp)
         # positions
         upserts, deletes = [], []
-        for (a, t), r in zip(dirty, res[4 * len(amms) :], strict=True):
+        for (a, t), r in zip(dirty, position_results, strict=True):
             if isinstance(r, CallFailed):
                 self.log.warning("position_read_failed", amm=a, trader=t, error=r.reason)
                 continue
