@@ -1,5 +1,4 @@
 # pragma version ~=0.4.3
-# pragma optimize codesize
 """
 @title LLAMMA — lending-liquidating AMM (reference implementation)
 @notice Same external ABI, events and revert strings as curve-stablecoin's AMM.vy (M2/V3).

@@ -1,5 +1,4 @@
 # pragma version ~=0.4.3
-# pragma optimize codesize
 """
 @title crvUSD Controller — M2 ABI (markets of 2023-05-31, LlamaLend markets 0-7)
 @notice Loans and hard liquidation of one LLAMMA market (logic in _controller_core.vy).
@@ -48,9 +47,6 @@ exports: (
     core.loan_discount,
 )
 
-WETH: immutable(address)
-
-
 @deploy
 def __init__(
     collateral_token: address,
@@ -65,7 +61,6 @@ def __init__(
     @param weth Native-ETH wrapper; the ETH payout path is active iff collateral_token == weth
     @param loan_discount, liquidation_discount 1e18 based
     """
-    WETH = weth
     core.__init__(
         collateral_token, borrowed_token, amm, factory, loan_discount, liquidation_discount,
         weth != empty(address) and weth == collateral_token, False
@@ -76,9 +71,10 @@ def __init__(
 @external
 def __default__():
     """
-    @notice Accepts ETH only from the WETH contract (unwrapping a payout)
+    @notice Plain ETH transfers (WETH unwrapping a payout); ETH only in the WETH market
     """
-    assert msg.sender == WETH and WETH != empty(address)
+    if msg.value > 0:
+        assert core.USE_ETH
     assert len(msg.data) == 0
 
 

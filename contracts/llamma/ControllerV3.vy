@@ -1,5 +1,4 @@
 # pragma version ~=0.4.3
-# pragma optimize codesize
 """
 @title crvUSD / LlamaLend Controller — V3 ABI (Vyper 0.3.10 line: LlamaLend, weETH/cbBTC/LBTC)
 @notice Loans and hard liquidation of one LLAMMA market (logic in _controller_core.vy).

@@ -4,6 +4,8 @@ restored with evm_snapshot / evm_revert around every test; plus scenario helpers
 
 from __future__ import annotations
 
+from math import isqrt
+
 import pytest
 from web3.logs import DISCARD
 
@@ -80,8 +82,6 @@ def open_max_loan(m: LlammaDeployment, user: str, amount: str = "10", n_bands: i
 
 def band_price_inside(m: LlammaDeployment, n: int) -> int:
     """An oracle price in the middle of band n (geometric middle of p_oracle_down(n) .. p_oracle_up(n))."""
-    from math import isqrt
-
     return isqrt(m.amm.functions.p_oracle_up(n).call() * m.amm.functions.p_oracle_down(n).call())
 
 

@@ -4,6 +4,8 @@ soft liquidation, health, scanning views and hard liquidation (both ABI variants
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from web3 import Web3
 
@@ -203,6 +205,44 @@ def test_exchange_index_and_zero_amount(market2, accounts):
     m.chain.expect_revert(amm.deposit_range(trader, 10**18, 5, 8), sender=trader)
 
 
+def test_random_trades_keep_bands_consistent(market2, accounts):
+    """Quotes equal fills, bands left of the active band hold only x and right of it only y, and
+    the AMM always holds at least what its bands account for."""
+    m, trader = market2, accounts["arb"]
+    amm = m.amm.functions
+    open_max_loan(m, accounts["alice"])
+    open_max_loan(m, accounts["bob"], amount="4", n_bands=5, ltv=8 * 10**17)
+    lo, hi = amm.min_band().call(), amm.max_band().call()
+    m.set_oracle_price(band_price_inside(m, (lo + hi) // 2))
+    m.fund_stablecoin(trader, m.usd(10**6))
+    m.fund_collateral(trader, m.units(100))
+    m.approve_all(trader, m.amm.address)
+    bp, cp = 10 ** (18 - m.borrowed_decimals), 10 ** (18 - m.collateral_decimals)
+    rng = random.Random(1234)
+    for _ in range(12):
+        i = rng.randint(0, 1)
+        amount = m.usd(rng.randint(10, 20000)) if i == 0 else m.units(rng.randint(1, 8000)) // 1000
+        quote = amm.get_dxdy(i, 1 - i, amount).call()
+        before = balances(m, trader)
+        m.chain.tx(amm.exchange(i, 1 - i, amount, 0), sender=trader)
+        after = balances(m, trader)
+        if i == 0:
+            assert (before[0] - after[0], after[1] - before[1]) == tuple(quote)
+        else:
+            assert (after[0] - before[0], before[1] - after[1]) == (quote[1], quote[0])
+        active = amm.active_band().call()
+        with m.chain.w3.batch_requests() as batch:
+            for n in range(lo, hi + 1):
+                batch.add(amm.bands_x(n))
+                batch.add(amm.bands_y(n))
+            flat = batch.execute()
+        xs = dict(zip(range(lo, hi + 1), flat[0::2], strict=True))
+        ys = dict(zip(range(lo, hi + 1), flat[1::2], strict=True))
+        assert all(ys[n] == 0 for n in xs if n < active) and all(xs[n] == 0 for n in xs if n > active)
+        assert m.stablecoin.functions.balanceOf(m.amm.address).call() * bp >= sum(xs.values())
+        assert m.collateral.functions.balanceOf(m.amm.address).call() * cp >= sum(ys.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # Soft liquidation and health
 # ---------------------------------------------------------------------------------------------
@@ -220,6 +260,9 @@ def test_soft_liquidation_converts_top_bands_first(market, accounts):
         active = amm.active_band().call()
         actives.append(active)
         assert active == n1 + k
+        # arbitrage left the AMM price at the oracle price (up to the fee kept in the band)
+        p_amm, p_o = amm.get_p().call(), amm.price_oracle().call()
+        assert abs(p_amm - p_o) * 1000 < p_o
         xs = [amm.bands_x(n).call() for n in range(n1, n2 + 1)]
         ys = [amm.bands_y(n).call() for n in range(n1, n2 + 1)]
         i_act = active - n1
