@@ -176,8 +176,9 @@ class TxConfig(Model):
     replace_after_blocks: int = Field(3, ge=1, description="A transaction not mined after this many blocks is replaced.")
     fee_bump: Dec = Field(Decimal("1.125"), ge=Decimal("1.1"), description="Fee multiplier per replacement (≥ 1.1, nodes require +10 %).")
     max_replacements: int = Field(5, ge=0, description="Replacements before the keeper cancels (self-transfer at that nonce).")
-    max_in_flight_per_market: int = Field(
-        1, ge=1, description="Liquidations in flight per market at once (each changes the market for the next)."
+    max_in_flight_per_market: int | None = Field(
+        None, ge=1, description="Liquidations in flight per market at once; default per protocol (perp 1: each one "
+        "moves the vAMM; LLAMMA 8: independent)."
     )
     failure_cooldown_blocks: int = Field(
         5, ge=0, description="After a reverted or failed liquidation, blocks to wait before re-trying that position."

@@ -309,9 +309,10 @@ class Engine:
             return
         plans = sorted(plans, key=lambda p: p.expected_reward, reverse=True)
         in_flight = self.txs.in_flight_per_market() if self.txs else Counter()
+        limit = self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
         sendable: list[Plan] = []
         for p in plans:
-            if in_flight[(a.name, p.key.market)] >= self.cfg.tx.max_in_flight_per_market:
+            if in_flight[(a.name, p.key.market)] >= limit:
                 self._skip(a, p, "market_busy", in_flight=in_flight[(a.name, p.key.market)])
                 continue
             in_flight[(a.name, p.key.market)] += 1

@@ -129,6 +129,9 @@ class Adapter(ABC):
     value_symbol: str = "quote"
     # Gas a typical liquidation of this protocol uses; only for pricing before it can be simulated.
     typical_gas: ClassVar[int] = 500_000
+    # Liquidations in flight per market at once: 1 where each liquidation changes the market for
+    # the next (a vAMM), more where they are independent (LLAMMA bands). tx.max_in_flight_per_market overrides.
+    max_in_flight_per_market: ClassVar[int] = 1
 
     def __init__(self, config: ProtocolConfig, ctx: Context):
         self.config = config

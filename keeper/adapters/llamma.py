@@ -134,10 +134,16 @@ class Inventory:
     allowance: dict[str, int] = field(default_factory=dict)
 
 
+def _loan_row(loan: Loan) -> dict:
+    """A loan as stored in the position index (big ints as strings)."""
+    return {k: v if isinstance(v, bool) else str(v) for k, v in loan.__dict__.items()}
+
+
 class LlammaAdapter(Adapter):
     kind = "llamma"
     config_model = LlammaConfig
     typical_gas = 700_000
+    max_in_flight_per_market = 8  # liquidating one borrower does not change another's bands
 
     def __init__(self, config: LlammaConfig, ctx):
         super().__init__(config, ctx)
@@ -198,7 +204,7 @@ class LlammaAdapter(Adapter):
             await self._add_market(controller, amm_hint, stable_hint)
         for market, account, data, _blk in self.ctx.store.load_positions(self.name):
             if market in self.mkts:
-                self.loans[(market, account)] = Loan(**{k: int(v) if k != "soft" else bool(v) for k, v in data.items()})
+                self.loans[(market, account)] = Loan(**{k: bool(v) if k == "soft" else int(v) for k, v in data.items()})
         cur = self.ctx.store.cursor(self.name)
         self.cursor = cur[0] if cur else self.cfg.start_block - 1
         if self.mkts:
@@ -317,7 +323,8 @@ class LlammaAdapter(Adapter):
                 continue
             m.active_band, m.price_oracle, m.n_loans = band[0], price[0], n[0]
         off = 3 * len(mk)
-        upserts, deletes = [], []
+        changed: set[tuple[str, str]] = set()
+        deletes = []
         for j, (c, u) in enumerate(dirty):
             st, ticks = res[off + 2 * j], res[off + 2 * j + 1]
             if isinstance(st, CallFailed) or isinstance(ticks, CallFailed):
@@ -330,11 +337,9 @@ class LlammaAdapter(Adapter):
                     self.log.info("loan_closed", market=self.mkts[c].label, user=u)
                 continue
             prev = self.loans.get((c, u))
-            loan = Loan(collateral, x, debt, nb, ticks[0], ticks[1], prev.soft if prev else False)
-            self.loans[(c, u)] = loan
-            upserts.append((c, u, {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-                                   for k, v in loan.__dict__.items()}, head.number))  # fmt: skip
-        # Soft-liquidation transitions (n1 ≤ active band), logged once per change.
+            self.loans[(c, u)] = Loan(collateral, x, debt, nb, ticks[0], ticks[1], prev.soft if prev else False)
+            changed.add((c, u))
+        # Soft-liquidation transitions (n1 ≤ active band), logged once per change and persisted.
         for (c, u), loan in self.loans.items():
             m = self.mkts.get(c)
             if m is None:
@@ -342,9 +347,10 @@ class LlammaAdapter(Adapter):
             soft = lm.in_soft_liquidation(loan.n1, m.active_band)
             if soft != loan.soft:
                 loan.soft = soft
+                changed.add((c, u))
                 self.log.info("loan_soft_liquidation_entered" if soft else "loan_soft_liquidation_left",
                               market=m.label, user=u, n1=loan.n1, n2=loan.n2, active_band=m.active_band, block=head.number)  # fmt: skip
-        self.ctx.store.put_positions(self.name, upserts)
+        self.ctx.store.put_positions(self.name, [(c, u, _loan_row(self.loans[(c, u)]), head.number) for c, u in changed])
         self.ctx.store.delete_positions(self.name, deletes)
         await self._scan_liquidatable(head)
 
@@ -485,36 +491,53 @@ class LlammaAdapter(Adapter):
         return M2.fn("liquidate_extended", 6).encode(user, min_x, frac, False, ZERO, [])
 
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        """Plans for the candidates, best first, within the keeper's stablecoin budget. Inventory and
+        allowance are reserved across the plans of one block; when the allowance runs short, the first
+        plan that needs more carries the approval (for everything this block needs) and later ones wait."""
         plans: list[Plan] = []
         slippage = to_units(self.cfg.min_x_slippage, 18)
-        reserved: dict[str, int] = {}
-        for e in candidates:
+        haircut = to_units(self.cfg.collateral_haircut, 18)
+        min_frac = to_units(self.cfg.min_frac, 18)
+        reserved: dict[str, int] = {}  # stablecoin → reserved this block
+        allowance_used: dict[str, int] = {}  # controller → reserved this block
+        approving: set[str] = set()
+        for e in sorted(candidates, key=lambda e: e.est_reward or 0, reverse=True):
             m = self.mkts[e.key.market]
+            if m.controller in approving:
+                continue
             liq = self.liquidatable[(e.key.market, e.key.account)]
-            frac = e.fields["frac"]
-            pay = liq.pay_full
-            if frac != WAD:
-                pay = await self._pay_for(m, e.key.account, frac, head)
-                budget = self._budget(m) - reserved.get(m.stablecoin, 0)
-                while pay is not None and pay + pay // 100 > budget and frac > to_units(self.cfg.min_frac, 18):
+            budget = self._budget(m) - reserved.get(m.stablecoin, 0)
+            frac, pay = WAD, liq.pay_full
+            if pay + pay // 100 > budget:
+                frac = lm.affordable_frac(pay + pay // 100, max(budget, 0), min_frac) or 0
+                pay = await self._pay_for(m, e.key.account, frac, head) if frac else None
+                while pay is not None and pay + pay // 100 > budget and frac * 9 // 10 >= min_frac:
                     frac = frac * 9 // 10
                     pay = await self._pay_for(m, e.key.account, frac, head)
-                if pay is None or pay + pay // 100 > budget:
+                if not frac or pay is None or pay + pay // 100 > budget:
                     self.log.info("liquidation_unaffordable", market=m.label, user=e.key.account, budget=budget)
                     continue
-            need = pay + pay // 100
+            need = pay + pay // 100  # debt accrues until the tx lands; V3 rounds the repaid debt up
             reserved[m.stablecoin] = reserved.get(m.stablecoin, 0) + need
             po = lm.payout(debt=liq.debt, x=liq.x, y=liq.y, frac=frac, health_limit=liq.discount, price_oracle=m.price_oracle,
-                           haircut=to_units(self.cfg.collateral_haircut, 18), collateral_precision=m.collateral_precision,
-                           ceil=m.ceil_debt)  # fmt: skip
+                           haircut=haircut, collateral_precision=m.collateral_precision, ceil=m.ceil_debt)  # fmt: skip
             min_x = lm.min_x_for(po.x_withdrawn, slippage)
-            fields = dict(e.fields, frac=frac, pay=pay, min_x=min_x, expected_y=po.y_withdrawn, expected_x=po.x_withdrawn, debt_repaid=po.debt_repaid)
+            fields = dict(e.fields, frac=frac, pay=pay, min_x=min_x, expected_y=po.y_withdrawn, expected_x=po.x_withdrawn,
+                          debt_repaid=po.debt_repaid)  # fmt: skip
             plan = Plan(key=e.key, to=m.controller, data=self._liquidate_call(m, e.key.account, min_x, frac),
                         kind="full" if frac == WAD else "frac", expected_reward=po.value, fields=fields, typical_gas=self.typical_gas)  # fmt: skip
             allowance = self.inventory.get(m.stablecoin, Inventory()).allowance.get(m.controller, 0)
-            if need > allowance:
-                plan.prerequisite = Plan(key=e.key, to=m.stablecoin, data=ERC20.fn("approve").encode(m.controller, self._approval_amount(need)),
-                                         kind="approval", expected_reward=0, fields={"amount": self._approval_amount(need)})  # fmt: skip
+            used = allowance_used.get(m.controller, 0) + need
+            allowance_used[m.controller] = used
+            if need and used > allowance:
+                block_need = sum(
+                    (lq.pay_full or 0) * 101 // 100
+                    for (c, _u), lq in self.liquidatable.items() if c == m.controller
+                )  # fmt: skip
+                amount = self._approval_amount(max(block_need, used))
+                plan.prerequisite = Plan(key=e.key, to=m.stablecoin, data=ERC20.fn("approve").encode(m.controller, amount),
+                                         kind="approval", expected_reward=0, fields={"amount": amount})  # fmt: skip
+                approving.add(m.controller)
             plans.append(plan)
         return plans
 
