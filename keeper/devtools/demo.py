@@ -1,13 +1,15 @@
-"""`keeper demo` / `make demo`: an embedded anvil chain with the reference protocols, ~30 perp
-positions in two markets, a scripted crash, and the REAL daemon (`keeper run` as a subprocess)
-liquidating them; then a summary of what it earned, ending with one parsable line:
+"""`keeper demo` / `make demo`: an embedded anvil chain with the reference protocols — a Perp v1
+ClearingHouse with ~30 positions in two markets and a crvUSD-style LLAMMA market with 15 loans —
+a scripted crash, and the REAL daemon (`keeper run` as a subprocess, one config, one key, one
+nonce stream) liquidating them; then a summary of what it earned, ending with one parsable line:
 
     demo: liquidations=N partial=P full=F reward=R cost=C profit=X
 
-(reward, cost and profit in quote-token units: USDC for the perp markets). The crash produces
-partial and full liquidations, an over-spread flash crash (10 % rule: nothing is liquidated), a
-lockout window (5 % rule: nothing is sent until the price is back within 5 %) and bad debt that a
-non-backstop keeper leaves alone.
+(reward, cost and profit in quote-token units: USDC for the perp markets and crvUSD for the
+LLAMMA market, both USD stablecoins). The crash produces partial and full liquidations, an
+over-spread flash crash (10 % rule: nothing is liquidated), a lockout window (5 % rule: nothing is
+sent until the price is back within 5 %), bad debt that a non-backstop keeper leaves alone, loans
+in soft liquidation that are left alone, and hard liquidations of loans whose health fell below 0.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.anvil import AnvilProcess, free_port
 from keeper.devtools.chain import DevChain
 from keeper.devtools.configfile import write_config
+from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
 from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, PerpDeployment, deploy_perp
 
 E = 10**18
@@ -146,7 +149,7 @@ def run_demo(workdir: str = "demo-run") -> int:
     shutil.rmtree(wd, ignore_errors=True)
     wd.mkdir(parents=True)
     say("keeper demo — local anvil chain, reference Perp v1 (Palmswap parameters), the real keeper daemon\n")
-    node = AnvilProcess(timestamp=int(time.time()) - 30 * 86400, accounts=45, log_path=str(wd / "anvil.log")).start()
+    node = AnvilProcess(timestamp=int(time.time()) - 30 * 86400, accounts=60, log_path=str(wd / "anvil.log")).start()
     daemon = None
     try:
         chain = DevChain(node.url)
@@ -161,7 +164,14 @@ def run_demo(workdir: str = "demo-run") -> int:
             perp.open_position(trader, market, side, margin * E, lev * E)
             book.append((market, trader))
         longs = sum(1 for m in BOOK if m[1] == BUY)
-        say(f"[2/6] opened {len(book)} positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC")
+        crv = deploy_llamma(chain, variant="m2")
+        borrowers = accounts[41:56]
+        for i, u in enumerate(borrowers):
+            n, col = 4 + i % 8, crv.units(5 + i)
+            crv.create_loan(u, col, crv.max_borrowable(col, n) * (80 + i) // 100, n)
+        crv.fund_stablecoin(KEEPER, crv.usd(500_000))  # the keeper's crvUSD inventory for hard liquidations
+        say(f"[2/6] opened {len(book)} perp positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC, "
+            f"and {len(borrowers)} crvUSD loans (4–11 bands) on a LLAMMA ETH market")
 
         port = free_port()
         cfg = {
@@ -172,8 +182,11 @@ def run_demo(workdir: str = "demo-run") -> int:
             "state": {"path": str(wd / "state.sqlite")},
             "http": {"listen": f"127.0.0.1:{port}"},
             "log": {"format": "json"},
-            "protocols": [{"kind": "perp_v1", "name": "palmswap", "clearing_house": perp.clearing_house.address,
-                           "start_block": perp.start_block}],
+            "protocols": [
+                {"kind": "perp_v1", "name": "palmswap", "clearing_house": perp.clearing_house.address,
+                 "start_block": perp.start_block},
+                {"kind": "llamma", "name": "crvusd", "factory": crv.factory.address, "start_block": perp.start_block},
+            ],
         }  # fmt: skip
         config = write_config(wd / "keeper.toml", cfg)
         daemon = DemoDaemon(wd, config, port)
@@ -222,44 +235,72 @@ def run_demo(workdir: str = "demo-run") -> int:
         settle(chain, daemon)
         bad = [t for t, s in statuses(daemon, book).items() if s == "bad-debt"]
         say(f"[6/6] ETH −15 %: full liquidations; {len(bad)} bankrupt positions left to a backstop LP (bad debt)")
+
+        # LLAMMA: the collateral price falls 12 % in steps with arbitrage after each (soft liquidation:
+        # bands convert to crvUSD, health stays ≥ 0 and the keeper leaves them alone), then a 5 % gap.
+        arb = accounts[57]
+        crv.lower_price_in_steps(crv.oracle_price() * 88 // 100, 6, arb)
+        settle(chain, daemon)
+        soft = {r["user"] for r in daemon.events("loan_soft_liquidation_entered")}
+        sent_llamma = [r for r in daemon.events("liquidation_sent") if r["protocol"] == "crvusd"]
+        say(f"      crvUSD market −12 % in 6 steps with arbitrage: {len(soft)} loans in soft liquidation, "
+            f"{len(sent_llamma)} hard liquidations (health ≥ 0)")
+        crv.set_oracle_price(crv.oracle_price() * 95 // 100)
+        under = len(crv.controller.functions.users_to_liquidate().call())
+        settle(chain, daemon)
+        left = len(crv.controller.functions.users_to_liquidate().call())
+        landed_llamma = [r for r in daemon.events("liquidation_landed") if r["protocol"] == "crvusd"]
+        say(f"      then a 5 % gap: {under} loans with health < 0 → {len(landed_llamma)} hard liquidations, "
+            f"{left} left in users_to_liquidate()")
         code = daemon.stop()
         say(f"      keeper stopped with SIGTERM (exit code {code})\n")
-        return summary(wd, perp, daemon, code, time.monotonic() - t0)
+        return summary(wd, perp, crv, daemon, code, time.monotonic() - t0)
     finally:
         if daemon is not None and daemon.alive():
             daemon.stop()
         node.stop()
 
 
-def summary(wd: Path, perp: PerpDeployment, daemon: DemoDaemon, exit_code: int, seconds: float) -> int:
+def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoDaemon, exit_code: int, seconds: float) -> int:
     db = sqlite3.connect(wd / "state.sqlite")
     db.row_factory = sqlite3.Row
     rows = db.execute(
         "SELECT * FROM txs WHERE status='mined' AND kind IN ('partial','full','frac') ORDER BY mined_block, id"
     ).fetchall()
     price = Decimal(NATIVE_PRICE)
-    say(f"{'block':>6}  {'market':6} {'trader':12} {'kind':7} {'reward':>12} {'gas cost':>10} {'profit':>12}")
+    say(f"{'block':>6}  {'protocol':9} {'market':6} {'account':12} {'kind':7} {'reward':>12} {'gas cost':>10} {'profit':>12}")
     kinds: Counter = Counter()
-    total_reward = total_cost = Decimal(0)
-    labels = {c.address: n for n, c in perp.amms.items()}
+    reward_by: Counter = Counter()
+    cost_by: Counter = Counter()
+    labels = {c.address: n for n, c in perp.amms.items()} | {crv.controller.address: "ETH"}
     for r in rows:
         reward = Decimal(int(r["reward"] or 0)) / E
         cost = Decimal(r["gas_used"] * int(r["effective_gas_price"])) / E * price
-        kinds[r["kind"]] += 1
-        total_reward += reward
-        total_cost += cost
-        say(f"{r['mined_block']:>6}  {labels.get(r['market'], r['market'][:6]):6} {r['account'][:10]}… {r['kind']:7} "
-            f"{reward:>12.4f} {cost:>10.4f} {reward - cost:>12.4f}")  # fmt: skip
-    other = db.execute("SELECT status, COUNT(*) FROM txs WHERE status!='mined' GROUP BY status").fetchall()
+        kinds["partial" if r["kind"] in ("partial", "frac") else "full"] += 1
+        reward_by[r["protocol"]] += reward
+        cost_by[r["protocol"]] += cost
+        say(f"{r['mined_block']:>6}  {r['protocol']:9} {labels.get(r['market'], r['market'][:6]):6} {r['account'][:10]}… "
+            f"{r['kind']:7} {reward:>12.4f} {cost:>10.4f} {reward - cost:>12.4f}")  # fmt: skip
+    other = dict(db.execute("SELECT kind || ':' || status, COUNT(*) FROM txs WHERE NOT (status='mined' AND kind IN "
+                            "('partial','full','frac')) GROUP BY kind, status").fetchall())  # fmt: skip
     usdc = Decimal(perp.usdc_balance(KEEPER) * USDC_UNIT) / E
     skipped = Counter(r["reason"] for r in daemon.events("liquidation_skipped"))
-    say(f"\nkeeper USDC balance: {usdc:.6f} (= realised rewards {total_reward:.6f})")
-    say(f"gas paid: {total_cost:.4f} USDC at {NATIVE_PRICE} USDC/ETH; other transactions: {dict(other) or 'none'}")
+    say("")
+    for proto, unit in (("palmswap", "USDC"), ("crvusd", "crvUSD")):
+        say(f"{proto:9}: reward {reward_by[proto]:.6f} {unit}, gas {cost_by[proto]:.6f} {unit}, "
+            f"profit {reward_by[proto] - cost_by[proto]:.6f} {unit}")
+    say(f"keeper USDC balance {usdc:.6f} = realised perp rewards {reward_by['palmswap']:.6f}")
+    stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call() - crv.usd(500_000)) / E
+    weth = Decimal(crv.collateral.functions.balanceOf(KEEPER).call()) / E
+    say(f"keeper crvUSD {stable:+.6f}, ETH collateral received {weth:.6f} "
+        f"(LLAMMA reward values collateral at the oracle less a 1 % sale haircut)")
+    say(f"gas priced at {NATIVE_PRICE} per ETH; other keeper transactions: {other or 'none'}")
     if skipped:
-        say(f"skipped by policy: {dict(skipped)}")
+        say(f"skips by reason: {dict(skipped)}")
     say(f"elapsed: {seconds:.1f} s; logs: {daemon.log_path}; journal: {wd / 'state.sqlite'}\n")
     n = sum(kinds.values())
-    say(f"demo: liquidations={n} partial={kinds['partial']} full={kinds['full'] + kinds['frac']} "
+    total_reward, total_cost = sum(reward_by.values()), sum(cost_by.values())
+    say(f"demo: liquidations={n} partial={kinds['partial']} full={kinds['full']} "
         f"reward={total_reward:.6f} cost={total_cost:.6f} profit={total_reward - total_cost:.6f}")
-    ok = n > 0 and exit_code == 0 and abs(usdc - total_reward) < Decimal("0.000001")
+    ok = n > 0 and exit_code == 0 and abs(usdc - reward_by["palmswap"]) < Decimal("0.000001") and reward_by["crvusd"] > 0
     return 0 if ok else 1
