@@ -125,11 +125,7 @@ async def _run(cfg: KeeperConfig, dry_run: bool) -> int:
         engine.log.warning("shutdown_timeout", seconds=cfg.shutdown_timeout, note="in-flight block abandoned; journal is durable")
     if runner is not None:
         await runner.cleanup()
-    t = engine.totals
-    engine.log.info(
-        "keeper_stopped", sent=t.sent, landed=t.landed, partial=t.partial, full=t.full, reverted=t.reverted, raced=t.raced,
-        reward={k: str(from_units(v)) for k, v in t.reward.items()}, gas_cost_wei=t.gas_cost_wei,
-    )  # fmt: skip
+    engine.log.info("keeper_stopped", **engine.store.summary())
     await engine.close()
     return EXIT_OK
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from keeper.adapters import adapter_class
 from keeper.adapters.base import Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
 from keeper.config import KeeperConfig
+from keeper.alerts import Alerter
 from keeper.gas import FeeCapExceeded, FeePolicy
+from keeper.heads import HeadWatcher
 from keeper.keys import Signer, load_signer
 from keeper.log import get_logger
 from keeper.metrics import Metrics
@@ -33,21 +34,6 @@ MAX_REORG_DEPTH = 64
 
 class StartupError(Exception):
     """A startup check failed; the message says which and why."""
-
-
-@dataclass
-class Totals:
-    """What this process has done since it started (for the demo summary and /health)."""
-
-    sent: int = 0
-    landed: int = 0
-    partial: int = 0
-    full: int = 0
-    reverted: int = 0
-    raced: int = 0
-    reward: Counter = field(default_factory=Counter)  # protocol → value-token 1e18
-    gas_cost_wei: int = 0
-    gas_cost_quote: Counter = field(default_factory=Counter)
 
 
 class Engine:
@@ -72,12 +58,16 @@ class Engine:
         self.last_status: dict[PositionKey, str] = {}
         self.last_skip: dict[PositionKey, str] = {}
         self.status_counts: dict[str, Counter] = {}
-        self.totals = Totals()
         self.head: Block | None = None
         self.last_head_change = time.monotonic()
         self.last_error: str = ""
         self.balance_wei: int | None = None
         self.block_failures = 0
+        self.heads = HeadWatcher(cfg.chain.ws_url, self.log, timeout=cfg.chain.request_timeout)
+        self.alerts = Alerter(cfg.alerts.webhook_url, self.log, source="keeper")
+        self.min_balance = to_units(cfg.alerts.min_balance_eth, 18)
+        self._healthy = True
+        self._stale_window_start = time.monotonic()
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def _on_rpc_error(self, url: str, kind: str) -> None:
@@ -97,6 +87,10 @@ class Engine:
         if with_signer:
             self.signer = load_signer(self.cfg.key)
             self.keeper_address = self.signer.address
+            self.alerts.source = f"keeper {self.keeper_address}"
+            self.balance_wei = await self.rpc.balance(self.keeper_address)
+            if self.balance_wei == 0 and not self.dry_run:
+                raise StartupError(f"the keeper account {self.keeper_address} has no native balance to pay for gas")
         elif self.cfg.key.address:
             self.keeper_address = self.cfg.key.address
         self.store = Store(self.cfg.state.path)
@@ -125,6 +119,9 @@ class Engine:
                 except (RuntimeError, RpcError) as exc:
                     raise StartupError(f"protocol {a.name}: {exc}") from None
             await self._check_code()
+        if self.balance_wei is not None and self.balance_wei < self.min_balance:
+            self.alerts.alert("low_balance", f"keeper balance {self.balance_wei / WAD:.6f} is below the floor "
+                              f"{self.cfg.alerts.min_balance_eth}", balance_wei=self.balance_wei)  # fmt: skip
         if self.signer is not None:
             self.txs = TxManager(self.rpc, self.signer, self.store, self.fees, self.cfg.tx, chain_id, self.log)
             for f in await self.txs.start(head):
@@ -174,6 +171,16 @@ class Engine:
 
     # ---- the loop --------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        """Process every new head until `stop` is set. Heads come from the websocket subscription
+        when there is one (then the poll is a slower safety net) and from polling otherwise."""
+        watcher = asyncio.create_task(self.heads.run(stop))
+        try:
+            await self._loop(stop)
+        finally:
+            watcher.cancel()
+            await self.alerts.flush()
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         poll = self.cfg.chain.poll_interval
         while not stop.is_set():
             try:
@@ -185,17 +192,25 @@ class Engine:
                 head = None
             now = time.monotonic()
             if head is not None and (self.head is None or head.hash != self.head.hash):
-                self.last_head_change = now
+                self.last_head_change = self._stale_window_start = now
                 await self.process(head)
-            elif now - self.last_head_change > self.cfg.chain.stale_head_after:
+            elif now - self._stale_window_start > self.cfg.chain.stale_head_after:
                 self.log.warning("head_stale", seconds=round(now - self.last_head_change, 1), endpoint=self.rpc.current.url)
                 self.rpc.demote(reason="stale head")
-                self.last_head_change = now  # give the next endpoint a full window
+                self._stale_window_start = now  # give the next endpoint a full window
             self.metrics.head_age.set(time.monotonic() - self.last_head_change)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=poll)
-            except TimeoutError:
-                pass
+            self._watch_health()
+            await self.heads.wait(stop, timeout=max(poll, 5.0) if self.heads.connected else poll)
+
+    def _watch_health(self) -> None:
+        ok, components = self.health()
+        if ok != self._healthy:
+            self._healthy = ok
+            if ok:
+                self.log.info("healthy_again")
+            else:
+                failing = {k: v for k, v in components.items() if not v["ok"]}
+                self.alerts.alert("unhealthy", f"keeper unhealthy: {', '.join(failing)}", **{k: str(v) for k, v in failing.items()})
 
     async def process(self, head: Block) -> None:
         """One block, isolated: an error is logged and the next block is processed normally."""
@@ -240,6 +255,9 @@ class Engine:
         if head.number % 20 == 0 or self.balance_wei is None:
             self.balance_wei = await self.rpc.balance(self.keeper_address)
             self.metrics.balance.set(self.balance_wei)
+            if self.signer is not None and self.balance_wei < self.min_balance:
+                self.alerts.alert("low_balance", f"keeper balance {self.balance_wei / WAD:.6f} is below the floor "
+                                  f"{self.cfg.alerts.min_balance_eth}", balance_wei=self.balance_wei)  # fmt: skip
 
     def _blocked(self, key: PositionKey, head: Block) -> bool:
         if self.txs is not None and self.txs.busy(key):
@@ -349,11 +367,11 @@ class Engine:
             except SendRejected as exc:
                 self.metrics.liquidations.labels(a.name, "rejected").inc()
                 self.log.warning("liquidation_send_rejected", protocol=a.name, account=plan.key.account, reason=str(exc))
+                self.alerts.alert("send_failed", f"{a.name}: the node rejected a transaction: {exc}", account=plan.key.account)
                 self.cooldown[plan.key] = head.number + self.cfg.tx.failure_cooldown_blocks
                 continue
             self.last_skip.pop(plan.key, None)
             if sent_plan.kind != "approval":
-                self.totals.sent += 1
                 self.metrics.liquidations.labels(a.name, "sent").inc()
             self.log.info(
                 "liquidation_sent" if sent_plan.kind != "approval" else "approval_sent", protocol=a.name,
@@ -386,7 +404,6 @@ class Engine:
         label = a.market_label(p.key.market) if a else p.key.market
         if f.receipt is not None:
             gas_cost = int(f.receipt["gasUsed"], 16) * int(f.receipt.get("effectiveGasPrice", "0x0"), 16)
-            self.totals.gas_cost_wei += gas_cost
             self.metrics.gas_spent.inc(gas_cost)
         if p.plan.kind == "approval" or f.status in ("cancelled", "dropped"):
             self.log.info("tx_settled", key=str(p.key), kind=p.plan.kind, status=f.status, tx=f.tx_hash)
@@ -401,12 +418,6 @@ class Engine:
             price = await self._price_or_none(a)
             cost_quote = gas_cost_in_quote(out.gas_used, out.gas_cost_wei // max(out.gas_used, 1), price) if price else None
             self.store.annotate_tx(p.tx_id, reward=out.reward, kind=out.kind)
-            self.totals.landed += 1
-            self.totals.partial += out.kind == "partial"
-            self.totals.full += out.kind == "full" or out.kind == "frac"
-            self.totals.reward[a.name] += out.reward
-            if cost_quote is not None:
-                self.totals.gas_cost_quote[a.name] += cost_quote
             self.metrics.liquidations.labels(a.name, "landed").inc()
             self.metrics.reward.labels(a.name).inc(out.reward / WAD)
             self.log.info(
@@ -424,12 +435,10 @@ class Engine:
             except RpcError as exc:
                 reason = f"could not explain: {exc}"
         self.store.annotate_tx(p.tx_id, reason=f"{status}: {reason}")
-        if status == "raced":
-            self.totals.raced += 1
-        else:
-            self.totals.reverted += 1
         self.metrics.liquidations.labels(a.name, status).inc()
         self.cooldown[p.key] = head.number + self.cfg.tx.failure_cooldown_blocks
+        if status != "raced":
+            self.alerts.alert("send_failed", f"{a.name}: liquidation reverted: {reason}", tx=f.tx_hash, account=p.key.account)
         self.log.warning(
             "liquidation_raced" if status == "raced" else "liquidation_reverted", protocol=a.name, market=label,
             trader=p.key.account, tx=f.tx_hash, reason=reason, retry_after_block=self.cooldown[p.key],
@@ -468,6 +477,9 @@ class Engine:
             return
         self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
         self.store.forget_blocks_after(ancestor)
+        if self.txs is not None:
+            for row in self.txs.unsettle_after(ancestor):
+                self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
         for a in self.adapters:
             await a.rewind(ancestor)
 
@@ -513,6 +525,14 @@ class Engine:
         return rows
 
     # ---- health -----------------------------------------------------------------------------------
+    def _tx_health(self) -> dict:
+        """Unhealthy when a transaction stays unmined far past its replacements (fee caps too low?)."""
+        if self.txs is None or not self.txs.pending or self.head is None:
+            return {"ok": True, "pending": 0}
+        oldest = max(self.head.number - p.first_block for p in self.txs.pending.values())
+        limit = self.cfg.tx.replace_after_blocks * (self.cfg.tx.max_replacements + 2)
+        return {"ok": oldest <= limit, "pending": self.txs.pending_count(), "oldest_blocks": oldest}
+
     def health(self) -> tuple[bool, dict]:
         now = time.monotonic()
         head_age = now - self.last_head_change
@@ -521,8 +541,10 @@ class Engine:
             "head": {"ok": head_age <= self.cfg.chain.stale_head_after, "block": self.head.number if self.head else None,
                      "age_seconds": round(head_age, 1)},
             "rpc": {"ok": any(e["up"] for e in self.rpc.endpoint_status()), "endpoints": self.rpc.endpoint_status()},
-            "balance": {"ok": self.balance_wei is None or self.balance_wei >= floor, "wei": self.balance_wei, "floor_wei": floor},
-            "transactions": {"ok": True, "pending": self.txs.pending_count() if self.txs else 0},
+            "balance": {"ok": self.signer is None or self.balance_wei is None or self.balance_wei >= floor,
+                        "wei": self.balance_wei, "floor_wei": floor},
+            "transactions": self._tx_health(),
+            "heads": {"ok": True, "source": "websocket" if self.heads.connected else "polling"},
             "processing": {"ok": self.block_failures < 3, "consecutive_failures": self.block_failures, "last_error": self.last_error},
         }  # fmt: skip
         ok = all(c["ok"] for c in components.values())

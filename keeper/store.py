@@ -245,6 +245,34 @@ class Store:
         if reason is not None:
             self.conn.execute("UPDATE txs SET reason=?, updated_at=? WHERE id=?", (reason[:300], time.time(), tx_id))
 
+    def reopen_tx(self, tx_id: int) -> None:
+        """A reorg removed the block that mined this transaction: it is pending again."""
+        self.conn.execute(
+            "UPDATE txs SET status='sent', mined_block=NULL, gas_used=NULL, effective_gas_price=NULL, reward=NULL, "
+            "updated_at=? WHERE id=?", (time.time(), tx_id),
+        )  # fmt: skip
+
+    def mined_after(self, block: int) -> list[TxRow]:
+        cur = self.conn.execute("SELECT * FROM txs WHERE mined_block > ? AND status IN ('mined','reverted','cancelled')", (block,))
+        return [TxRow.from_row(r) for r in cur]
+
+    def summary(self) -> dict:
+        """What the journal says the keeper did (the source of truth for totals; reorg-safe)."""
+        out: dict = {"by_status": {}, "landed": 0, "partial": 0, "full": 0, "reward": {}, "gas_cost_wei": 0}
+        for r in self.conn.execute("SELECT status, COUNT(*) AS n FROM txs GROUP BY status"):
+            out["by_status"][r["status"]] = r["n"]
+        for r in self.conn.execute(
+            "SELECT protocol, kind, reward, gas_used, effective_gas_price FROM txs WHERE status IN ('mined','reverted','cancelled')"
+        ):
+            if r["gas_used"] is not None:
+                out["gas_cost_wei"] += r["gas_used"] * int(r["effective_gas_price"] or 0)
+            if r["kind"] in ("partial", "full", "frac") and r["reward"] is not None:
+                out["landed"] += 1
+                out["partial" if r["kind"] in ("partial", "frac") else "full"] += 1
+                out["reward"][r["protocol"]] = str(int(out["reward"].get(r["protocol"], 0)) + int(r["reward"]))
+        out["gas_cost_wei"] = str(out["gas_cost_wei"])
+        return out
+
     def txs_for(self, protocol: str, market: str, account: str) -> list[TxRow]:
         cur = self.conn.execute(
             "SELECT * FROM txs WHERE protocol=? AND market=? AND account=? ORDER BY id", (protocol, market, account)

@@ -53,6 +53,10 @@ class PendingTx:
     raw: bytes = b""
     replacements: int = 0
     cancelling: bool = False
+    first_block: int = 0  # block of the first send (for health: how long this nonce has been pending)
+
+    def __post_init__(self) -> None:
+        self.first_block = self.first_block or self.sent_block
 
     @property
     def key(self) -> PositionKey:
@@ -171,6 +175,20 @@ class TxManager:
             self.log.info("journal_reconciled", tx_id=row.id, nonce=row.nonce, status="pending", tx=p.hashes[-1:] or None)
         await self.nonces.sync([p.nonce for p in self.pending.values()])
         return finished
+
+    def unsettle_after(self, block: int) -> list[TxRow]:
+        """A reorg dropped blocks after `block`: transactions mined there are pending again. They keep
+        their nonces and count as stuck at once, so the next poll re-simulates each one and replaces it
+        (same nonce, bumped fees) or cancels it — never a blind rebroadcast. Returns them."""
+        rows = self.store.mined_after(block)
+        for row in rows:
+            self.store.reopen_tx(row.id)
+            fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0)
+            sent_block = block - self.cfg.replace_after_blocks
+            p = PendingTx(row.id, _plan_from_row(row), row.nonce, fees, row.gas_limit, sent_block, list(row.hashes))
+            p.raw = bytes.fromhex(row.raw_tx[2:]) if row.raw_tx else b""
+            self.pending[row.id] = p
+        return rows
 
     # ---- sending ---------------------------------------------------------------------------------
     def _tx_dict(self, to: str, data: bytes, value: int, nonce: int, gas: int, fees: FeeQuote) -> dict:

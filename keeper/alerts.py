@@ -1,0 +1,57 @@
+"""Operator alerts: a JSON POST to a webhook on unhealthy, low balance and failed sends.
+
+Each alert kind is sent at most once per `min_interval` seconds (the state is logged every time);
+delivery failures are logged, never raised: alerting must not stop the keeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+
+from keeper.log import scrub
+
+
+class Alerter:
+    def __init__(self, url: str | None, log: Any, *, source: str, min_interval: float = 600.0, timeout: float = 5.0):
+        self.url = url
+        self.log = log
+        self.source = source
+        self.min_interval = min_interval
+        self.timeout = timeout
+        self._last: dict[str, float] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.sent = 0
+
+    def alert(self, kind: str, message: str, **details: Any) -> None:
+        """Fire and forget (rate-limited per kind)."""
+        self.log.warning("alert", kind=kind, message=message, **details)
+        if not self.url:
+            return
+        now = time.monotonic()
+        if now - self._last.get(kind, -1e9) < self.min_interval:
+            return
+        self._last[kind] = now
+        payload = {"source": self.source, "kind": kind, "message": scrub(message),
+                   "details": {k: scrub(str(v)) for k, v in details.items()}, "time": int(time.time())}  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._post(payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, payload: dict) -> None:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s:
+                async with s.post(self.url, json=payload) as resp:
+                    if resp.status >= 300:
+                        self.log.warning("alert_delivery_failed", status=resp.status, kind=payload["kind"])
+                    else:
+                        self.sent += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.log.warning("alert_delivery_failed", error=str(exc), kind=payload["kind"])
+
+    async def flush(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.timeout)
