@@ -25,8 +25,8 @@ def test_example_config_is_valid():
     cfg = parse_config(example(), environ={})
     assert cfg.chain.chain_id == 31337
     assert cfg.profit.min_profit == Decimal("1")
-    kinds = {p.kind for p in cfg.protocols}
-    assert "perp_v1" in kinds
+    kinds = [p.kind for p in cfg.protocols]
+    assert kinds == ["perp_v1", "llamma"]
 
 
 def test_env_overrides_nested_and_list_items():
@@ -51,7 +51,7 @@ def test_env_overrides_nested_and_list_items():
         (lambda d: d["protocols"][0].__setitem__("kind", "nope"), "protocols[0].kind"),
         (lambda d: d["gas"].__setitem__("max_fee_per_gas_gwei", "abc"), "gas.max_fee_per_gas_gwei"),
         (lambda d: d["chain"].__setitem__("typo_field", 1), "chain.typo_field"),
-        (lambda d: d["protocols"].append(dict(d["protocols"][0])), "protocols[1].name"),
+        (lambda d: d["protocols"].append(dict(d["protocols"][0])), "protocols[2].name"),  # duplicate name
     ],
 )
 def test_errors_name_the_field(mutate, field):
