@@ -1,0 +1,262 @@
+"""Transaction safety under faults, against real anvil: SIGKILL between send and receipt, stuck
+transactions (replace with the same nonce, or cancel), reorgs, several liquidations per block,
+and nonce resync. Every test checks the chain and the journal."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import urllib.error
+import urllib.request
+
+import pytest
+
+from keeper.devtools.anvil import free_port
+from keeper.devtools.chain import DevChain
+from keeper.devtools.perp_env import BUY, deploy_perp
+from tests.harness import KEEPER, Daemon, keeper_config, perp_protocol, start_engine, step, write_config
+
+pytestmark = pytest.mark.chain
+E = 10**18
+GWEI = 10**9
+
+
+def liquidatable_world(chain: DevChain, markets=("ETH",), margin: int = 1000):
+    """One 10x long per market, crashed into full-liquidation territory (solvent)."""
+    perp = deploy_perp(chain)
+    traders = {}
+    for i, market in enumerate(markets):
+        t = chain.accounts[1 + i]
+        price = perp.oracle_price(market)
+        perp.fund_trader(t, margin * E + E)
+        perp.open_position(t, market, BUY, margin * E, 10 * E)
+        perp.set_oracle_price(market, price * 92 // 100)
+        perp.move_spot_price(market, price * 92 // 100, chain.accounts[8])
+        traders[market] = t
+    perp.advance_twap(900)
+    return perp, traders
+
+
+def keeper_liquidations(perp, trader: str) -> list[dict]:
+    return [dict(e["args"]) for e in perp.clearing_house.events.PositionLiquidated.get_logs(from_block=0)
+            if e["args"]["trader"] == trader]  # fmt: skip
+
+
+def pending_in_pool(chain: DevChain, who: str) -> int:
+    return chain.w3.eth.get_transaction_count(who, "pending") - chain.nonce(who)
+
+
+def journal(db_path) -> list[dict]:
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    return [dict(r) for r in db.execute("SELECT * FROM txs ORDER BY id")]
+
+
+def health(port: int) -> dict:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # noqa: S310 - loopback
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())
+
+
+def test_sigkill_between_send_and_receipt_then_restart_never_sends_twice(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    trader = traders["ETH"]
+    port = free_port()
+    state = tmp_path / "state.sqlite"
+    cfg = write_config(tmp_path / "k.toml", keeper_config(
+        anvil.url, state, [perp_protocol(perp)], tx={"replace_after_blocks": 50}, http={"listen": f"127.0.0.1:{port}"}))  # fmt: skip
+    chain.set_automine(False)
+    first = Daemon(cfg, tmp_path / "first.log").start()
+    try:
+        first.wait_for(lambda: first.events("liquidation_sent"), what="the liquidation to be sent")
+    finally:
+        first.stop(signal.SIGKILL)  # killed before any receipt
+    (row,) = journal(state)
+    assert row["status"] == "sent" and pending_in_pool(chain, KEEPER) == 1
+    head = chain.block_number()
+    second = Daemon(cfg, tmp_path / "second.log").start()
+    try:
+        second.wait_for(lambda: second.events("journal_reconciled"), what="journal reconciliation")
+        assert second.events("journal_reconciled")[0]["status"] == "pending"
+        # The restarted daemon evaluates the same head, where the position is still liquidatable …
+        second.wait_for(lambda: (health(port)["components"]["head"]["block"] or 0) >= head, what="the head processed")
+        assert health(port)["components"]["transactions"]["pending"] == 1
+        assert not second.events("liquidation_sent")  # … but it is in flight: never sent a second time
+        assert pending_in_pool(chain, KEEPER) == 1 and chain.nonce(KEEPER) == 0
+        # The original transaction is mined and the journal records it.
+        chain.mine()
+        second.wait_for(lambda: second.events("liquidation_landed"), what="the original transaction to land")
+        chain.mine()
+        second.wait_for(lambda: journal(state)[0]["status"] == "mined" and journal(state)[0]["reward"], what="journal")
+    finally:
+        code = second.stop(signal.SIGTERM)
+        chain.set_automine(True)
+    assert code == 0
+    rows = journal(state)
+    assert len(rows) == 1 and rows[0]["tx_hash"] == row["tx_hash"]
+    assert len(keeper_liquidations(perp, trader)) == 1 and chain.nonce(KEEPER) == 1
+
+
+async def test_stuck_transaction_is_replaced_with_the_same_nonce_and_mined(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)],
+                        tx={"replace_after_blocks": 2, "fee_bump": "2"}, gas={"max_fee_per_gas_gwei": "1000",
+                        "max_priority_fee_gwei": "50"})  # fmt: skip
+    engine, log = await start_engine(cfg)
+    try:
+        chain.set_automine(False)
+        await step(engine)
+        (sent,) = log.events("liquidation_sent")
+        # A base-fee spike: the keeper's transaction no longer fits in blocks (anvil even evicts it).
+        chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])
+        for _ in range(12):
+            chain.mine()
+            await step(engine)
+            if log.events("liquidation_landed"):
+                break
+    finally:
+        chain.set_automine(True)
+        await engine.close()
+    (landed,) = log.events("liquidation_landed")
+    assert log.events("tx_replaced") and landed["tx"] != sent["tx"]
+    mined = chain.w3.eth.get_transaction(landed["tx"])
+    assert mined["nonce"] == sent["nonce"] and mined["maxFeePerGas"] > sent["max_fee"]
+    assert len(keeper_liquidations(perp, traders["ETH"])) == 1 and chain.nonce(KEEPER) == sent["nonce"] + 1
+    (row,) = engine_journal(tmp_path)
+    assert row["status"] == "mined" and len(json.loads(row["hashes"])) >= 2 and row["tx_hash"] == landed["tx"]
+
+
+def engine_journal(tmp_path) -> list[dict]:
+    return journal(tmp_path / "k.sqlite")
+
+
+async def test_stuck_liquidation_no_longer_valid_is_cancelled(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    trader, rival = traders["ETH"], chain.accounts[5]
+    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)],
+                        tx={"replace_after_blocks": 2, "fee_bump": "2"}, gas={"max_fee_per_gas_gwei": "1000",
+                        "max_priority_fee_gwei": "50"})  # fmt: skip
+    engine, log = await start_engine(cfg)
+    try:
+        chain.set_automine(False)
+        await step(engine)
+        (sent,) = log.events("liquidation_sent")
+        chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])
+        # Meanwhile a rival with a generous fee liquidates the position.
+        ch = perp.clearing_house
+        chain.w3.eth.send_transaction({"from": rival, "to": ch.address, "gas": 1_500_000, "maxFeePerGas": 1000 * GWEI,
+                                       "maxPriorityFeePerGas": 10 * GWEI,
+                                       "data": ch.functions.liquidate(perp.amm("ETH").address, trader)._encode_transaction_data()})  # fmt: skip
+        for _ in range(14):
+            chain.mine()
+            await step(engine)
+            if any(r["status"] == "cancelled" for r in log.events("tx_settled")):
+                break
+    finally:
+        chain.set_automine(True)
+        await engine.close()
+    assert log.events("tx_cancel_sent") and log.events("stuck_tx_no_longer_valid")
+    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [rival]
+    (row,) = engine_journal(tmp_path)
+    assert row["status"] == "cancelled" and row["kind"] == "cancel"
+    cancel = chain.w3.eth.get_transaction(row["tx_hash"])
+    assert cancel["to"] == KEEPER and cancel["value"] == 0 and cancel["nonce"] == sent["nonce"]
+    assert chain.nonce(KEEPER) == sent["nonce"] + 1
+
+
+async def test_reorg_rewinds_the_index_and_counts_the_liquidation_once(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    trader, bob = traders["ETH"], chain.accounts[6]
+    chain.mine(3)  # the crash is buried below the blocks the reorg will replace
+    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)])
+    engine, log = await start_engine(cfg)
+    adapter = engine.adapters[0]
+    try:
+        await step(engine)  # liquidation sent and mined (automine)
+        perp.fund_trader(bob, 101 * E)
+        perp.open_position(bob, "BTC", BUY, 100 * E, 2 * E)  # a position the reorg will erase
+        await step(engine)  # settles the liquidation, indexes bob
+        assert len(log.events("liquidation_landed")) == 1
+        assert (perp.amm("BTC").address, bob) in adapter.positions
+        (landed,) = log.events("liquidation_landed")
+        liq_block = chain.w3.eth.get_transaction_receipt(landed["tx"]).blockNumber
+        chain.rpc("anvil_reorg", [chain.block_number() - liq_block + 1, []])  # the liquidation and bob's position vanish
+        assert keeper_liquidations(perp, trader) == [] and chain.nonce(KEEPER) == 0
+        for _ in range(4):
+            await step(engine)
+            chain.mine()
+        await step(engine)
+    finally:
+        await engine.close()
+    assert log.events("reorg_detected") and log.events("tx_unmined_by_reorg")
+    assert (perp.amm("BTC").address, bob) not in adapter.positions  # index rewound
+    # re-simulated and replaced at the same nonce: exactly one liquidation on the canonical chain …
+    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [KEEPER]
+    assert chain.nonce(KEEPER) == 1
+    # … and one in the journal: nothing double-counted
+    rows = engine_journal(tmp_path)
+    assert len(rows) == 1 and rows[0]["status"] == "mined" and len(json.loads(rows[0]["hashes"])) >= 2
+    summary = engine_summary(tmp_path)
+    assert summary["landed"] == 1
+    assert engine.metrics.registry.get_sample_value("keeper_reorgs_total") == 1
+
+
+def engine_summary(tmp_path) -> dict:
+    from keeper.store import Store  # noqa: PLC0415
+
+    s = Store(tmp_path / "k.sqlite")
+    try:
+        return s.summary()
+    finally:
+        s.close()
+
+
+async def test_several_liquidations_in_one_block_use_consecutive_nonces(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain, markets=("ETH", "BTC"))
+    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)])
+    engine, log = await start_engine(cfg)
+    try:
+        chain.set_automine(False)
+        await step(engine)
+        sent = log.events("liquidation_sent")
+        assert sorted(r["nonce"] for r in sent) == [0, 1]
+        chain.mine()
+        chain.set_automine(True)
+        await step(engine)
+    finally:
+        chain.set_automine(True)
+        await engine.close()
+    receipts = [chain.w3.eth.get_transaction_receipt(r["tx"]) for r in sent]
+    assert all(r.status == 1 for r in receipts) and receipts[0].blockNumber == receipts[1].blockNumber
+    assert len(log.events("liquidation_landed")) == 2
+
+
+async def test_nonce_used_elsewhere_is_resynced_not_reused(anvil, tmp_path):
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)], tx={"failure_cooldown_blocks": 1})
+    engine, log = await start_engine(cfg)
+    try:
+        # Another process with the same key sends a transaction: the keeper's local nonce is stale.
+        chain.w3.eth.send_transaction({"from": KEEPER, "to": chain.accounts[7], "value": 1})
+        await step(engine)
+        (rejected,) = log.events("liquidation_send_rejected")
+        assert "nonce too low" in rejected["reason"].lower()
+        for _ in range(3):
+            chain.mine()
+            await step(engine)
+    finally:
+        await engine.close()
+    (sent,) = log.events("liquidation_sent")
+    assert sent["nonce"] == 1 and len(log.events("liquidation_landed")) == 1
+    rows = engine_journal(tmp_path)
+    assert [r["status"] for r in rows] == ["failed", "mined"]
+    assert rows[0]["nonce"] == 0 and rows[1]["nonce"] == 1
