@@ -54,11 +54,14 @@ def journal(db_path) -> list[dict]:
 
 
 def health(port: int) -> dict:
+    """The daemon's /health JSON (also on 503); before it listens: no head processed yet."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:  # noqa: S310 - loopback
             return json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return json.loads(exc.read())
+    except OSError:
+        return {"components": {"head": {"block": None}, "transactions": {"pending": None}}}
 
 
 def test_sigkill_between_send_and_receipt_then_restart_never_sends_twice(anvil, tmp_path):
