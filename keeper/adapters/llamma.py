@@ -20,7 +20,7 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 from pydantic import Field, model_validator
 
-from keeper.abi import Abi, abi, code_has_selector, flat, flat_decoder
+from keeper.abi import Abi, abi, code_has_selector, flat_decoder, implementation_code
 from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.multicall import Call, CallFailed
@@ -213,9 +213,9 @@ class LlammaAdapter(Adapter):
 
     async def _add_market(self, controller: str, amm_hint: str | None, stable_hint: str | None) -> None:
         rpc = self.ctx.rpc
-        code = await rpc.get_code(controller)
-        if code in ("0x", "", None):
+        if await rpc.get_code(controller) in ("0x", "", None):
             raise RuntimeError(f"no contract code at controller {controller}")
+        code = await implementation_code(rpc, controller)
         v3 = code_has_selector(code, V3.fn("liquidate_extended", 5).selector) or code_has_selector(
             code, V3.fn("liquidate_extended", 6).selector
         )
@@ -269,6 +269,19 @@ class LlammaAdapter(Adapter):
 
     def position_count(self) -> int:
         return len(self.loans)
+
+    async def check_rows(self) -> list[tuple[str, bool, str]]:
+        """Per market: variant, and the keeper's stablecoin balance and allowance to the controller."""
+        res = await self.ctx.calls.run(self._inventory_calls())
+        self._read_inventory(res)
+        rows = []
+        for m in self.mkts.values():
+            inv = self.inventory.get(m.stablecoin)
+            allowance = inv.allowance.get(m.controller, 0) if inv else 0
+            rows.append((f"{self.name} {m.label} ({m.variant})", True,
+                         f"{m.stable_symbol} balance {(inv.balance if inv else 0) / WAD:.2f}, allowance to controller "
+                         f"{'unlimited' if allowance == MAX_UINT else f'{allowance / WAD:.2f}'} (approval mode {self.cfg.approval})"))  # fmt: skip
+        return rows
 
     def scan_columns(self) -> list[tuple[str, str, str]]:
         return [

@@ -19,7 +19,7 @@ from typing import Literal
 from eth_utils import to_checksum_address
 from pydantic import Field
 
-from keeper.abi import abi, code_has_selector, flat, flat_decoder
+from keeper.abi import abi, code_has_selector, flat, flat_decoder, implementation_code
 from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.config import Address, Model, ProtocolConfig, Ratio
 from keeper.config import NonNegDec as _NonNegDec
@@ -117,6 +117,7 @@ class PerpV1Adapter(Adapter):
         self.states: dict[str, pm.MarketState] = {}
         self.snapshots: dict[str, SnapshotCache] = {}
         self.positions: dict[tuple[str, str], pm.Position] = {}
+        self.healthy: dict[tuple[str, str], Evaluation] = {}  # see evaluate
         self.dirty: set[tuple[str, str]] = set()
         self.cursor: int = -1
         self.last_rediscover = -1
@@ -133,9 +134,9 @@ class PerpV1Adapter(Adapter):
         return out
 
     async def start(self, head: Block) -> None:
-        code = await self.ctx.rpc.get_code(self.ch)
-        if code in ("0x", "", None):
+        if await self.ctx.rpc.get_code(self.ch) in ("0x", "", None):
             raise RuntimeError(f"{self.name}: no contract code at clearing_house {self.ch}")
+        code = await implementation_code(self.ctx.rpc, self.ch)  # through an upgradeable proxy if any
         has_slippage = code_has_selector(code, LIQUIDATE_WITH_SLIPPAGE.selector)
         self.variant = "v2.3" if has_slippage else "v2.2"
         await self._read_params()
@@ -244,6 +245,15 @@ class PerpV1Adapter(Adapter):
 
     def position_count(self) -> int:
         return len(self.positions)
+
+    async def check_rows(self) -> list[tuple[str, bool, str]]:
+        p = self.params
+        return [
+            (f"{self.name} clearing house", True, f"{self.variant}, MMR {p.mmr / 1e16:.2f} %, fee {p.lfr / 1e16:.2f} %, "
+                                                 f"partial {p.plr / 1e16:.0f} %, {len(self.info)} markets"),
+            (f"{self.name} backstop LP", True, "yes: may liquidate into bad debt" if p.keeper_is_backstop else
+             "no: bad-debt positions are left to a backstop LP"),
+        ]  # fmt: skip
 
     def scan_columns(self) -> list[tuple[str, str, str]]:
         return [
@@ -427,31 +437,42 @@ class PerpV1Adapter(Adapter):
         return self.cfg.min_profit
 
     def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
-        p = self.params
-        skip = None if full else p.mmr + to_units(self.cfg.prefilter_margin, 18)
+        skip = None if full else self.params.mmr + to_units(self.cfg.prefilter_margin, 18)
+        states, info = self.states, self.info
+        # Each position's "clearly healthy" Evaluation (never modified) is reused block after block,
+        # so the common case allocates nothing; positions gone since the last block drop out here.
+        healthy, self.healthy = self.healthy, {}
         out: list[Evaluation] = []
-        for (a, t), pos in self.positions.items():
-            m = self.states.get(a)
-            mi = self.info.get(a)
+        for k, pos in self.positions.items():
+            m = states.get(k[0])
+            mi = info.get(k[0])
             if m is None or mi is None:
                 continue
-            out.append(self._evaluate_one(PositionKey(self.name, a, t), pos, m, mi, skip))
+            h = self.healthy[k] = healthy.get(k) or Evaluation(PositionKey(self.name, *k), Status.HEALTHY, False)
+            out.append(self._evaluate_one(h.key, pos, m, mi, skip) or h)
         return out
 
-    def _evaluate_one(self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, skip: int | None) -> Evaluation:
-        p = self.params
-        fields: dict = {
+    @staticmethod
+    def _position_fields(pos: pm.Position, mi: MarketInfo) -> dict:
+        return {
             "market": mi.label, "side": "long" if pos.size > 0 else "short", "size": pos.size, "margin": pos.margin,
             "open_notional": pos.open_notional, "quote_symbol": mi.quote_symbol,
         }  # fmt: skip
+
+    def _evaluate_one(
+        self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, skip: int | None
+    ) -> Evaluation | None:
+        """None when the position is clearly healthy (spot ratio ≥ `skip`; per-block prefilter only)."""
+        p = self.params
         try:
             r = pm.ratios(pos, m, skip_twap_above=skip)
         except pm.AmmMathError as exc:
-            return Evaluation(key, Status.HEALTHY, False, None, fields, reason=f"maths: {exc}")
+            return Evaluation(key, Status.HEALTHY, False, None, self._position_fields(pos, mi), reason=f"maths: {exc}")
+        if r is None:
+            return None
+        fields = self._position_fields(pos, mi)
         fields.update(spot_mr=r.spot_mr, twap_mr=r.twap_mr, oracle_mr=r.oracle_mr, margin_ratio=r.contract_mr,
                       effective_mr=r.effective_mr, over_spread=r.over_spread, deviation=pm.price_deviation(m))  # fmt: skip
-        if r.effective_mr is None:
-            return Evaluation(key, Status.HEALTHY, False, None, fields)
         liq = pm.liquidation(pos, m, p, r)
         if not liq.liquidatable:
             status = Status.OVER_SPREAD if r.over_spread and r.contract_mr < p.mmr else Status.HEALTHY
