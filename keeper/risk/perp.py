@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 
 WAD = 10**18
 MAX_ORACLE_SPREAD_RATIO = 10**17  # 10 %, Amm.isOverSpreadLimit (≥)
@@ -67,24 +68,27 @@ def sdiv_d(a: int, b: int) -> int:
 def output_price(dir_base: Dir, base: int, quote_reserve: int, base_reserve: int) -> int:
     """Quote received/paid for `base` going into (ADD, closing a long) or out of (REMOVE, closing a
     short) the vAMM with the given reserves: Amm.getOutputPriceWithReserves."""
+    return _output(dir_base == Dir.ADD_TO_AMM, base, quote_reserve, base_reserve, mul_d(quote_reserve, base_reserve) * WAD)
+
+
+def _output(add: bool, base: int, quote_reserve: int, base_reserve: int, kw: int) -> int:
+    """output_price with kw = mulD(quote reserve, base reserve)·1e18 given (a per-reserves constant)."""
     if base == 0:
         return 0
-    k = mul_d(quote_reserve, base_reserve)
-    if dir_base == Dir.ADD_TO_AMM:
+    if add:
         base_after = base_reserve + base
     else:
         if base_reserve <= base:
             raise AmmMathError("base asset after is 0")
         base_after = base_reserve - base
-    quote_after = div_d(k, base_after)
+    quote_after, rest = divmod(kw, base_after)  # divD(k, base_after) and whether it rounded
     sold = quote_after - quote_reserve if quote_after > quote_reserve else quote_reserve - quote_after
-    if (k * WAD) % base_after != 0:
-        if dir_base == Dir.ADD_TO_AMM:
+    if rest:
+        if add:
             if sold == 0:
                 raise AmmMathError("SafeMath: subtraction overflow")
-            sold -= 1
-        else:
-            sold += 1
+            return sold - 1
+        return sold + 1
     return sold
 
 
@@ -130,34 +134,73 @@ def output_twap(dir_base: Dir, base: int, snapshots: list[Snapshot], now: int, i
     last snapshot with timestamp ≤ now − interval, or at index 0 (then `snapshots[0]` must be the
     contract's snapshot 0: `covers_genesis` semantics are implied by passing the full history).
     """
+    return twap_output(dir_base, base, twap_terms(snapshots, now, interval))
+
+
+@dataclass(frozen=True, slots=True)
+class TwapTerms:
+    """What Amm.getOutputTwap walks at a given time, newest snapshot first: each snapshot's
+    (quote reserve, base reserve, k·1e18, weight in seconds), and the divisor of the weighted sum.
+    The same for every position of a market in a block; only the output price depends on the size."""
+
+    terms: tuple[tuple[int, int, int, int], ...]
+    divisor: int
+
+
+def _term(s: Snapshot, weight: int) -> tuple[int, int, int, int]:
+    return s.quote_reserve, s.base_reserve, mul_d(s.quote_reserve, s.base_reserve) * WAD, weight
+
+
+def twap_terms(snapshots: list[Snapshot] | tuple[Snapshot, ...], now: int, interval: int = TWAP_INTERVAL) -> TwapTerms:
+    """The contract's walk: back from the latest snapshot, each weighted by how long it was current,
+    the oldest cut at now − interval; divided by `interval`, or by the covered period when the
+    history starts inside the window. The latest alone when interval is 0, when there is one
+    snapshot, or when the latest is at or before now − interval."""
     last = len(snapshots) - 1
     cur = snapshots[last]
-    price = output_price(dir_base, base, cur.quote_reserve, cur.base_reserve)
-    if interval == 0:
-        return price
     base_ts = now - interval
-    if last == 0 or cur.timestamp <= base_ts:
-        return price
+    if interval == 0 or last == 0 or cur.timestamp <= base_ts:
+        return TwapTerms((_term(cur, 1),), 1)
     prev_ts = cur.timestamp
     period = now - prev_ts
-    weighted = price * period
-    idx = last
-    while True:
-        if idx == 0:
-            if period == 0:
-                raise AmmMathError("division by zero")
-            return weighted // period
-        idx -= 1
+    terms = [_term(cur, period)]
+    for idx in range(last - 1, -1, -1):
         cur = snapshots[idx]
-        price = output_price(dir_base, base, cur.quote_reserve, cur.base_reserve)
         if cur.timestamp <= base_ts:
-            weighted += price * (prev_ts - base_ts)
-            break
+            terms.append(_term(cur, prev_ts - base_ts))
+            return TwapTerms(tuple(terms), interval)
         tf = prev_ts - cur.timestamp
-        weighted += price * tf
+        terms.append(_term(cur, tf))
         period += tf
         prev_ts = cur.timestamp
-    return weighted // interval
+    return TwapTerms(tuple(terms), period)
+
+
+def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
+    """output_twap from precomputed terms: the hot loop of the per-block evaluation, so _output
+    is inlined (same maths and reverts, in the contract's order)."""
+    weighted = 0
+    if base != 0 and dir_base == Dir.ADD_TO_AMM:
+        for q, b, kw, weight in twap.terms:
+            quote_after, rest = divmod(kw, b + base)
+            sold = quote_after - q if quote_after > q else q - quote_after
+            if rest:
+                if sold == 0:
+                    raise AmmMathError("SafeMath: subtraction overflow")
+                sold -= 1
+            weighted += sold * weight
+    elif base != 0:
+        for q, b, kw, weight in twap.terms:
+            if b <= base:
+                raise AmmMathError("base asset after is 0")
+            quote_after, rest = divmod(kw, b - base)
+            sold = quote_after - q if quote_after > q else q - quote_after
+            if rest:
+                sold += 1
+            weighted += sold * weight
+    if twap.divisor == 0:
+        raise AmmMathError("division by zero")
+    return weighted // twap.divisor
 
 
 def twap_window(snapshots_tail_needed: list[Snapshot], now: int, interval: int = TWAP_INTERVAL) -> bool:
@@ -186,7 +229,7 @@ class Position:
         return Dir.ADD_TO_AMM if self.size > 0 else Dir.REMOVE_FROM_AMM
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class MarketState:
     quote_reserve: int
     base_reserve: int
@@ -195,9 +238,27 @@ class MarketState:
     snapshots: tuple[Snapshot, ...]  # tail sufficient for the TWAP at `now` (see output_twap)
     now: int  # timestamp the contract would see (latest block for eth_call)
 
-    @property
+    # Per-market values every position of the block shares: computed once, on first use (a
+    # failure is not cached, so it raises where and when the contract's maths would).
+    @cached_property
     def spot(self) -> int:
         return spot_price(self.quote_reserve, self.base_reserve)
+
+    @cached_property
+    def kw(self) -> int:
+        """mulD(quote reserve, base reserve)·1e18, the numerator of every output price."""
+        return mul_d(self.quote_reserve, self.base_reserve) * WAD
+
+    @cached_property
+    def deviation(self) -> int:
+        """|spot − oracle|/oracle, 1e18 (signed divD truncation, then abs), as isOverSpreadLimit."""
+        if self.oracle_price == 0:
+            raise AmmMathError("underlying price is 0")
+        return abs(sdiv_d(self.spot - self.oracle_price, self.oracle_price))
+
+    @cached_property
+    def twap(self) -> TwapTerms:
+        return twap_terms(self.snapshots, self.now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,9 +281,9 @@ def funding_payment(pos: Position, cpf: int) -> int:
 def notional(pos: Position, m: MarketState, option: PnlOption) -> int:
     b = abs(pos.size)
     if option == PnlOption.SPOT:
-        return output_price(pos.close_dir, b, m.quote_reserve, m.base_reserve)
+        return _output(pos.size > 0, b, m.quote_reserve, m.base_reserve, m.kw)
     if option == PnlOption.TWAP:
-        return output_twap(pos.close_dir, b, list(m.snapshots), m.now)
+        return twap_output(pos.close_dir, b, m.twap)
     return mul_d(b, m.oracle_price)
 
 
@@ -247,45 +308,42 @@ class Ratios:
     spot_notional: int
     spot_pnl: int
     spot_mr: int
-    twap_notional: int | None
-    twap_pnl: int | None
-    twap_mr: int | None
-    contract_mr: int | None  # getMarginRatio: MAX_PNL pair of spot and TWAP
-    oracle_mr: int | None
-    effective_mr: int | None  # what internalLiquidate compares with the MMR
+    twap_notional: int
+    twap_pnl: int
+    twap_mr: int
+    contract_mr: int  # getMarginRatio: MAX_PNL pair of spot and TWAP
+    oracle_mr: int | None  # only when over the spread limit
+    effective_mr: int  # what internalLiquidate compares with the MMR
     over_spread: bool
 
 
 def over_spread(m: MarketState) -> bool:
     """Amm.isOverSpreadLimit: |spot − oracle|/oracle ≥ 10 % (signed divD truncation, then abs)."""
-    if m.oracle_price == 0:
-        raise AmmMathError("underlying price is 0")
-    return abs(sdiv_d(m.spot - m.oracle_price, m.oracle_price)) >= MAX_ORACLE_SPREAD_RATIO
+    return m.deviation >= MAX_ORACLE_SPREAD_RATIO
 
 
 def price_deviation(m: MarketState) -> int:
     """|spot − index|/index, 1e18, with the same truncation as isOverSpreadLimit."""
-    if m.oracle_price == 0:
-        raise AmmMathError("underlying price is 0")
-    return abs(sdiv_d(m.spot - m.oracle_price, m.oracle_price))
+    return m.deviation
 
 
-def ratios(pos: Position, m: MarketState, *, skip_twap_above: int | None = None) -> Ratios:
+def ratios(pos: Position, m: MarketState, *, skip_twap_above: int | None = None) -> Ratios | None:
     """Every margin ratio the contract uses for this position.
 
-    skip_twap_above: if the SPOT ratio is ≥ this, skip the (costlier) TWAP and oracle ratios —
-    the position is clearly healthy (the MAX-PnL ratio is then at least the spot one for any
-    position with leverage > 1). Used by the per-block prefilter only.
+    skip_twap_above: if the SPOT ratio is ≥ this, return None without the (costlier) TWAP and
+    oracle ratios — the position is clearly healthy (the MAX-PnL ratio is then at least the spot
+    one for any position with leverage > 1). Used by the per-block prefilter only.
     """
-    spot_n = notional(pos, m, PnlOption.SPOT)
+    spot_n = _output(pos.size > 0, abs(pos.size), m.quote_reserve, m.base_reserve, m.kw)  # notional(SPOT)
     spot_pnl = unrealized_pnl(pos, spot_n)
-    spot_mr = margin_ratio_from(pos, spot_n, m.cpf)
+    fp = funding_payment(pos, m.cpf)
+    spot_mr = sdiv_d(pos.margin + spot_pnl - fp, spot_n)  # margin_ratio_from, sharing FP
     ovs = over_spread(m)
     if skip_twap_above is not None and spot_mr >= skip_twap_above:
-        return Ratios(spot_n, spot_pnl, spot_mr, None, None, None, None, None, None, ovs)
+        return None
     twap_n = notional(pos, m, PnlOption.TWAP)
     twap_pnl = unrealized_pnl(pos, twap_n)
-    twap_mr = margin_ratio_from(pos, twap_n, m.cpf)
+    twap_mr = sdiv_d(pos.margin + twap_pnl - fp, twap_n)
     contract_mr = spot_mr if spot_pnl > twap_pnl else twap_mr  # strict >: ties take the TWAP pair
     effective = contract_mr
     oracle_mr = None
@@ -311,8 +369,7 @@ class Liquidation:
 
 
 def liquidation(pos: Position, m: MarketState, p: PerpParams, r: Ratios) -> Liquidation:
-    """What `liquidate` would do for this position now (requires a full `ratios`)."""
-    assert r.effective_mr is not None, "ratios() was computed with skip_twap_above"
+    """What `liquidate` would do for this position now."""
     if not r.effective_mr - p.mmr < 0:
         return Liquidation(False, False, 0, 0, 0, False, 0)
     gate = r.spot_mr if p.partial_on_spot_ratio else r.effective_mr

@@ -128,6 +128,48 @@ def test_twap_returns_latest_when_single_or_old_snapshot():
     assert pm.output_twap(pm.Dir.ADD_TO_AMM, E, [s1], 100) == p1  # single snapshot
 
 
+def contract_twap(dir_base: pm.Dir, base: int, snaps: list[pm.Snapshot], now: int, interval: int = 900) -> int:
+    """Amm._twap transcribed loop for loop (the reference for the precomputed-terms version)."""
+    idx = len(snaps) - 1
+    price = pm.output_price(dir_base, base, snaps[idx].quote_reserve, snaps[idx].base_reserve)
+    if interval == 0 or idx == 0 or snaps[idx].timestamp <= now - interval:
+        return price
+    prev_ts, period = snaps[idx].timestamp, now - snaps[idx].timestamp
+    weighted = price * period
+    while idx > 0:
+        idx -= 1
+        s = snaps[idx]
+        price = pm.output_price(dir_base, base, s.quote_reserve, s.base_reserve)
+        if s.timestamp <= now - interval:
+            return (weighted + price * (prev_ts - (now - interval))) // interval
+        weighted += price * (prev_ts - s.timestamp)
+        period += prev_ts - s.timestamp
+        prev_ts = s.timestamp
+    if period == 0:
+        raise pm.AmmMathError("division by zero")
+    return weighted // period
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(st.integers(1, 10**27), st.integers(1, 10**24), st.integers(0, 400)), min_size=1, max_size=12),
+    st.integers(0, 2 * 10**23), st.sampled_from(list(pm.Dir)), st.integers(0, 3000), st.sampled_from([900, 0, 1]),
+)  # fmt: skip
+def test_twap_terms_match_the_contract_walk(raw, base, direction, after_last, interval):
+    snaps, ts = [], 0
+    for i, (q, b, gap) in enumerate(raw):
+        ts += gap  # equal timestamps too (several snapshots in one second)
+        snaps.append(pm.Snapshot(q, b, ts, i))
+    now = ts + after_last
+    try:
+        expected = contract_twap(direction, base, snaps, now, interval)
+    except pm.AmmMathError as exc:
+        with pytest.raises(pm.AmmMathError, match=str(exc)):
+            pm.output_twap(direction, base, snaps, now, interval)
+        return
+    assert pm.output_twap(direction, base, snaps, now, interval) == expected
+
+
 # ---- margin ratio and rules -----------------------------------------------------------------
 
 
