@@ -504,20 +504,17 @@ class LlammaAdapter(Adapter):
         return M2.fn("liquidate_extended", 6).encode(user, min_x, frac, False, ZERO, [])
 
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
-        """Plans for the candidates, best first, within the keeper's stablecoin budget. Inventory and
-        allowance are reserved across the plans of one block; when the allowance runs short, the first
-        plan that needs more carries the approval (for everything this block needs) and later ones wait."""
-        plans: list[Plan] = []
+        """Plans for the candidates, best first, within the keeper's stablecoin budget (inventory and
+        the capital cap, reserved across the plans of one block). Where the controller's allowance does
+        not cover this block's plans, the first plan carries one approval sized to all of them (per the
+        approval mode) and the others wait for the next block."""
         slippage = to_units(self.cfg.min_x_slippage, 18)
         haircut = to_units(self.cfg.collateral_haircut, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         reserved: dict[str, int] = {}  # stablecoin → reserved this block
-        allowance_used: dict[str, int] = {}  # controller → reserved this block
-        approving: set[str] = set()
+        by_controller: dict[str, list[tuple[Plan, int]]] = {}
         for e in sorted(candidates, key=lambda e: e.est_reward or 0, reverse=True):
             m = self.mkts[e.key.market]
-            if m.controller in approving:
-                continue
             liq = self.liquidatable[(e.key.market, e.key.account)]
             budget = self._budget(m) - reserved.get(m.stablecoin, 0)
             frac, pay = WAD, liq.pay_full
@@ -539,19 +536,20 @@ class LlammaAdapter(Adapter):
                           debt_repaid=po.debt_repaid)  # fmt: skip
             plan = Plan(key=e.key, to=m.controller, data=self._liquidate_call(m, e.key.account, min_x, frac),
                         kind="full" if frac == WAD else "frac", expected_reward=po.value, fields=fields, typical_gas=self.typical_gas)  # fmt: skip
-            allowance = self.inventory.get(m.stablecoin, Inventory()).allowance.get(m.controller, 0)
-            used = allowance_used.get(m.controller, 0) + need
-            allowance_used[m.controller] = used
-            if need and used > allowance:
-                block_need = sum(
-                    (lq.pay_full or 0) * 101 // 100
-                    for (c, _u), lq in self.liquidatable.items() if c == m.controller
-                )  # fmt: skip
-                amount = self._approval_amount(max(block_need, used))
-                plan.prerequisite = Plan(key=e.key, to=m.stablecoin, data=ERC20.fn("approve").encode(m.controller, amount),
-                                         kind="approval", expected_reward=0, fields={"amount": amount})  # fmt: skip
-                approving.add(m.controller)
-            plans.append(plan)
+            by_controller.setdefault(m.controller, []).append((plan, need))
+        plans: list[Plan] = []
+        for controller, group in by_controller.items():
+            m = self.mkts[controller]
+            total = sum(need for _, need in group)
+            allowance = self.inventory.get(m.stablecoin, Inventory()).allowance.get(controller, 0)
+            if total <= allowance:
+                plans.extend(p for p, _ in group)
+                continue
+            first = group[0][0]
+            amount = self._approval_amount(total)
+            first.prerequisite = Plan(key=first.key, to=m.stablecoin, data=ERC20.fn("approve").encode(controller, amount),
+                                      kind="approval", expected_reward=0, fields={"amount": amount})  # fmt: skip
+            plans.append(first)
         return plans
 
     def _approval_amount(self, need: int) -> int:

@@ -282,3 +282,57 @@ async def test_local_health_and_soft_flags_agree_with_views(world):
         assert mk.variant == m.variant
     finally:
         await rpc.close()
+
+
+async def test_capital_cap_gives_a_partial_frac_and_exact_approval(world, tmp_path):
+    m, _users, _arb = world
+    sharp_step(m, 5)
+    pays = {u: m.controller.functions.tokens_to_liquidate(u).call({"from": KEEPER}) for u in utl(m)}
+    m.fund_stablecoin(KEEPER, m.usd(10**6))  # plenty of inventory, but the operator caps capital
+    cap = min(pays.values()) // 2 // E
+    _engine, log = await run_keeper(m, tmp_path, blocks=2, protocol={"max_capital": str(cap), "approval": "exact",
+                                                                       "min_frac": "0.05"})  # fmt: skip
+    (approval,) = log.events("approval_sent")
+    sent = log.events("liquidation_sent")
+    assert sent and all(r["kind"] == "frac" for r in sent)
+    for ev in (e["args"] for e in m.controller.events.Liquidate.get_logs(from_block=0)):
+        assert ev["debt"] - ev["stablecoin_received"] <= cap * E  # never more than the cap per liquidation
+    # 'exact' mode approves what this block's liquidations need, not an unlimited allowance
+    left = m.stablecoin.functions.allowance(KEEPER, m.controller.address).call()
+    assert left < 2 * cap * E * len(pays)
+
+
+def test_scan_json_lists_loans_with_health_and_soft_flags(world, tmp_path):
+    import json  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.harness import KEEPER_KEY, KEY_ENV, write_config  # noqa: PLC0415
+
+    m, users, _arb = world
+    cfg = write_config(tmp_path / "k.toml", keeper_config(m.chain.url, tmp_path / "s.sqlite", [llamma_protocol(m)]))
+
+    def scan() -> dict[str, dict]:
+        proc = subprocess.run([sys.executable, "-m", "keeper", "-c", str(cfg), "scan", "--json"], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, KEY_ENV: KEEPER_KEY})  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        return {r["account"]: r for r in json.loads(proc.stdout)["positions"]}
+
+    rows = scan()  # soft liquidation, nothing liquidatable yet
+    assert set(rows) == set(users)
+    active = m.amm.functions.active_band().call()
+    for u, r in rows.items():
+        for key in ("health_full", "soft", "converted", "debt", "x", "y", "pay", "status", "est_profit"):
+            assert key in r
+        assert r["soft"] == (m.user_bands(u)[0] <= active)
+        assert r["status"] == ("soft-liquidation" if r["soft"] else "healthy")
+        assert float(r["health_full"]) == m.health(u, True) / E
+    assert any(r["soft"] for r in rows.values())
+    sharp_step(m, 5)
+    rows = scan()
+    liquidatable = utl(m)
+    for u, r in rows.items():
+        assert (float(r["health_full"]) < 0) == (u in liquidatable)
+        expected = ("full", "partial", "unaffordable", "unprofitable") if u in liquidatable else ("healthy", "soft-liquidation")
+        assert r["status"] in expected
