@@ -223,6 +223,7 @@ class RpcClient:
 
     def _succeeded(self, ep: Endpoint) -> None:
         ep.consecutive_failures = 0
+        ep.down_until = 0.0  # it answers: up again (a cooldown earned while it was down must not outlive its recovery)
         ep.last_ok = time.monotonic()
         # Fall back to a higher-priority endpoint once it is out of cooldown.
         idx = self.endpoints.index(ep)
