@@ -26,15 +26,17 @@ class Alerter:
         self._tasks: set[asyncio.Task] = set()
         self.sent = 0
 
-    def alert(self, kind: str, message: str, **details: Any) -> None:
-        """Fire and forget (rate-limited per kind)."""
+    def alert(self, kind: str, message: str, *, dedupe: str = "", **details: Any) -> None:
+        """Fire and forget, rate-limited per (kind, dedupe): a different problem of the same kind
+        (another failing component) is not suppressed by the previous alert."""
         self.log.warning("alert", kind=kind, message=message, **details)
         if not self.url:
             return
         now = time.monotonic()
-        if now - self._last.get(kind, -1e9) < self.min_interval:
+        key = f"{kind}:{dedupe}"
+        if now - self._last.get(key, -1e9) < self.min_interval:
             return
-        self._last[kind] = now
+        self._last[key] = now
         payload = {"source": self.source, "kind": kind, "message": scrub(message),
                    "details": {k: scrub(str(v)) for k, v in details.items()}, "time": int(time.time())}  # fmt: skip
         task = asyncio.get_running_loop().create_task(self._post(payload))

@@ -210,7 +210,8 @@ class Engine:
                 self.log.info("healthy_again")
             else:
                 failing = {k: v for k, v in components.items() if not v["ok"]}
-                self.alerts.alert("unhealthy", f"keeper unhealthy: {', '.join(failing)}", **{k: str(v) for k, v in failing.items()})
+                self.alerts.alert("unhealthy", f"keeper unhealthy: {', '.join(failing)}", dedupe=",".join(sorted(failing)),
+                                  **{k: str(v) for k, v in failing.items()})  # fmt: skip
 
     async def process(self, head: Block) -> None:
         """One block, isolated: an error is logged and the next block is processed normally."""

@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 ERROR_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+MAX_BATCH_BYTES = 1_000_000  # per HTTP request body
 
 _TRANSIENT_MESSAGES = (
     "header not found",
@@ -320,9 +321,25 @@ class RpcClient:
         for m, _ in calls:
             self.stats.calls += 1
             self.stats.by_method[m] += 1
-        chunks = [calls[i : i + self.batch_size] for i in range(0, len(calls), self.batch_size)]
-        parts = await asyncio.gather(*(self._batch_chunk(c) for c in chunks))
+        parts = await asyncio.gather(*(self._batch_chunk(c) for c in self._chunks(calls)))
         return [item for part in parts for item in part]
+
+    def _chunks(self, calls: list[tuple[str, list]]) -> list[list[tuple[str, list]]]:
+        """Split into HTTP requests of at most `batch_size` calls and about MAX_BATCH_BYTES of JSON
+        (nodes refuse large bodies: anvil ≈ 2 MiB, geth 5 MiB)."""
+        chunks: list[list[tuple[str, list]]] = []
+        cur: list[tuple[str, list]] = []
+        size = 0
+        for call in calls:
+            n = len(json.dumps(call[1])) + len(call[0]) + 48
+            if cur and (len(cur) >= self.batch_size or size + n > MAX_BATCH_BYTES):
+                chunks.append(cur)
+                cur, size = [], 0
+            cur.append(call)
+            size += n
+        if cur:
+            chunks.append(cur)
+        return chunks
 
     async def _batch_chunk(self, calls: list[tuple[str, list]]) -> list[Any]:
         async def send(ep: Endpoint) -> list[Any]:

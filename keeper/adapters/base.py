@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 if TYPE_CHECKING:
     import structlog
@@ -47,8 +47,9 @@ class Block:
         )
 
 
-@dataclass(frozen=True, order=True)
-class PositionKey:
+class PositionKey(NamedTuple):
+    """Hashable and ordered like a tuple (hashing in C matters: it is used per position per block)."""
+
     protocol: str  # adapter instance name (config `name`)
     market: str  # checksum address of the market (perp Amm, LLAMMA Controller)
     account: str  # checksum address of the trader / borrower
