@@ -247,7 +247,7 @@ class Engine:
                 continue
             evals = a.evaluate(head)
             self._track_statuses(a, evals, head)
-            candidates = [e for e in evals if e.candidate and not self._blocked(e.key, head)]
+            candidates = self._best_candidates(a, [e for e in evals if e.candidate and not self._blocked(e.key, head)])
             if not candidates:
                 continue
             plans = await a.confirm(candidates, head)
@@ -259,6 +259,22 @@ class Engine:
             if self.signer is not None and self.balance_wei < self.min_balance:
                 self.alerts.alert("low_balance", f"keeper balance {self.balance_wei / WAD:.6f} is below the floor "
                                   f"{self.cfg.alerts.min_balance_eth}", balance_wei=self.balance_wei)  # fmt: skip
+
+    def _best_candidates(self, a: Adapter, candidates: list[Evaluation]) -> list[Evaluation]:
+        """Per market, only the candidates this block can act on: the best by expected reward, twice
+        the free in-flight slots (a margin for ones the on-chain check drops). The rest wait, so the
+        confirmation reads grow with what can be sent, not with how many positions are under water."""
+        limit = self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
+        busy = self.txs.in_flight_per_market() if self.txs else Counter()
+        by_market: dict[str, list[Evaluation]] = {}
+        for e in candidates:
+            by_market.setdefault(e.key.market, []).append(e)
+        out: list[Evaluation] = []
+        for market, group in by_market.items():
+            free = max(limit - busy[(a.name, market)], 0)
+            group.sort(key=lambda e: e.est_reward or 0, reverse=True)
+            out.extend(group[: 2 * free])
+        return out
 
     def _blocked(self, key: PositionKey, head: Block) -> bool:
         if self.txs is not None and self.txs.busy(key):
