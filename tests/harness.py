@@ -4,7 +4,6 @@ the reference deployments on anvil."""
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from keeper.adapters.base import Block
 from keeper.config import parse_config
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.configfile import write_config  # noqa: F401 - re-exported for tests
+from keeper.devtools.logs import read_events
 from keeper.engine import Engine
 
 KEEPER_KEY = ANVIL_KEYS[9]  # TEST KEY ONLY (anvil default account 9)
@@ -119,15 +119,7 @@ class Daemon:
         return self
 
     def events(self, name: str | None = None) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if name is None or rec.get("event") == name:
-                out.append(rec)
-        return out
+        return read_events(self.log_path, name)
 
     def wait_for(self, predicate, timeout: float = 60.0, what: str = "condition") -> None:
         """Poll `predicate()` until true (bounded); fails with the daemon's log tail."""

@@ -33,6 +33,7 @@ from keeper.devtools.anvil import AnvilProcess, free_port
 from keeper.devtools.chain import DevChain
 from keeper.devtools.configfile import write_config
 from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
+from keeper.devtools.logs import read_events
 from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, PerpDeployment, deploy_perp
 
 E = 10**18
@@ -67,15 +68,7 @@ class DemoDaemon:
                                      stderr=subprocess.STDOUT, env=env)  # fmt: skip
 
     def events(self, name: str | None = None) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if name is None or rec.get("event") == name:
-                out.append(rec)
-        return out
+        return read_events(self.log_path, name)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
