@@ -116,9 +116,6 @@ class Abi:
             raise KeyError(f"{self.name}: {len(matches)} functions named {name!r}; pass arity")
         return matches[0]
 
-    def has_fn(self, name: str, arity: int | None = None) -> bool:
-        return any(n == name and (arity is None or a == arity) for n, a in self._fns)
-
     def event(self, name: str) -> Event:
         return self._events[name]
 

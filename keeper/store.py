@@ -145,10 +145,6 @@ class Store:
         row = self.conn.execute("SELECT hash FROM blocks WHERE number=?", (number,)).fetchone()
         return row["hash"] if row else None
 
-    def latest_recorded_block(self) -> tuple[int, str] | None:
-        row = self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1").fetchone()
-        return (row["number"], row["hash"]) if row else None
-
     def recorded_blocks_desc(self) -> list[tuple[int, str]]:
         return [(r["number"], r["hash"]) for r in self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC")]
 
@@ -272,13 +268,6 @@ class Store:
                 out["reward"][r["protocol"]] = str(int(out["reward"].get(r["protocol"], 0)) + int(r["reward"]))
         out["gas_cost_wei"] = str(out["gas_cost_wei"])
         return out
-
-    def txs_for(self, protocol: str, market: str, account: str) -> list[TxRow]:
-        cur = self.conn.execute(
-            "SELECT * FROM txs WHERE protocol=? AND market=? AND account=? ORDER BY id", (protocol, market, account)
-        )
-        return [TxRow.from_row(r) for r in cur]
-
 
 class _Transaction:
     def __init__(self, conn: sqlite3.Connection):

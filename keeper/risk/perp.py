@@ -203,15 +203,6 @@ def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
     return weighted // twap.divisor
 
 
-def twap_window(snapshots_tail_needed: list[Snapshot], now: int, interval: int = TWAP_INTERVAL) -> bool:
-    """Whether the given tail (index order) reaches back far enough for output_twap: its first
-    snapshot is at or before now − interval (the contract stops there)."""
-    return bool(snapshots_tail_needed) and snapshots_tail_needed[0].timestamp <= now - interval
-
-
-# ---- positions and margin (A.4) ----------------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class Position:
     size: int  # signed base, 1e18 (> 0 long, < 0 short)
