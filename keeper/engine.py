@@ -260,11 +260,23 @@ class Engine:
                 self.alerts.alert("low_balance", f"keeper balance {self.balance_wei / WAD:.6f} is below the floor "
                                   f"{self.cfg.alerts.min_balance_eth}", balance_wei=self.balance_wei)  # fmt: skip
 
+    def _in_flight_limit(self, a: Adapter) -> int:
+        return self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
+
+    async def _simulate(self, plans: list[Plan]) -> list:
+        """eth_estimateGas from the keeper for each plan (its prerequisite when it has one), batched:
+        gas as an int, or the RpcError / ExecutionReverted."""
+        first = [p.prerequisite or p for p in plans]
+        out = await self.rpc.batch(
+            [("eth_estimateGas", [call_object(s.to, s.data, sender=self.keeper_address, value=s.value), "latest"]) for s in first]
+        )
+        return [r if isinstance(r, Exception) else int(r, 16) for r in out]
+
     def _best_candidates(self, a: Adapter, candidates: list[Evaluation]) -> list[Evaluation]:
         """Per market, only the candidates this block can act on: the best by expected reward, twice
         the free in-flight slots (a margin for ones the on-chain check drops). The rest wait, so the
         confirmation reads grow with what can be sent, not with how many positions are under water."""
-        limit = self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
+        limit = self._in_flight_limit(a)
         busy = self.txs.in_flight_per_market() if self.txs else Counter()
         by_market: dict[str, list[Evaluation]] = {}
         for e in candidates:
@@ -344,7 +356,7 @@ class Engine:
             return
         plans = sorted(plans, key=lambda p: p.expected_reward, reverse=True)
         in_flight = self.txs.in_flight_per_market() if self.txs else Counter()
-        limit = self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
+        limit = self._in_flight_limit(a)
         sendable: list[Plan] = []
         for p in plans:
             if in_flight[(a.name, p.key.market)] >= limit:
@@ -352,18 +364,16 @@ class Engine:
                 continue
             in_flight[(a.name, p.key.market)] += 1
             sendable.append(p)
-        to_sim = [p.prerequisite or p for p in sendable]
-        sims = await self.rpc.batch(
-            [("eth_estimateGas", [call_object(s.to, s.data, sender=self.keeper_address, value=s.value), "latest"]) for s in to_sim]
-        )
-        for plan, sent_plan, sim in zip(sendable, to_sim, sims, strict=True):
+        sims = await self._simulate(sendable)
+        for plan, sim in zip(sendable, sims, strict=True):
+            sent_plan = plan.prerequisite or plan
             min_profit = self._min_profit(a, plan.key.market)
             if isinstance(sim, RpcError):
                 reason = sim.reason if isinstance(sim, ExecutionReverted) else sim.message
                 self._skip(a, plan, "simulation_reverted", revert=reason, expected_reward=plan.expected_reward)
                 self.cooldown[plan.key] = head.number + 1
                 continue
-            gas = int(sim, 16)
+            gas = sim
             total_gas = gas + (plan.typical_gas if plan.prerequisite is not None else 0)
             cost = gas_cost_in_quote(total_gas, fees.expected_fee_per_gas, price)
             d = decide(plan.expected_reward, cost, min_profit, self.cfg.profit.allow_unprofitable)
@@ -490,7 +500,7 @@ class Engine:
             self.log.warning("history_replaced", block=head.number, note="re-anchoring; all positions re-read")
             self.store.forget_all_blocks()
             for a in self.adapters:
-                await a.rewind(min(head.number - 1, a_cursor(a)))
+                await a.rewind(min(head.number - 1, getattr(a, "cursor", head.number - 1)))
             return
         self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
         self.store.forget_blocks_after(ancestor)
@@ -517,11 +527,7 @@ class Engine:
             plans = {p.key: p for p in await a.confirm([e for e in evals if e.candidate], head)}
             price = await self._price_or_none(a)
             plan_list = list(plans.values())
-            sims = await self.rpc.batch(
-                [("eth_estimateGas", [call_object((p.prerequisite or p).to, (p.prerequisite or p).data,
-                                                   sender=self.keeper_address), "latest"]) for p in plan_list]
-            )  # fmt: skip
-            gas_by_key = {p.key: (s if isinstance(s, Exception) else int(s, 16)) for p, s in zip(plan_list, sims, strict=True)}
+            gas_by_key = dict(zip((p.key for p in plan_list), await self._simulate(plan_list), strict=True))
             for e in evals:
                 row = {"protocol": a.name, "kind": a.kind, "market": a.market_label(e.key.market), "market_address": e.key.market,
                        "account": e.key.account, "status": str(e.status), "reason": e.reason, "est_reward": e.est_reward,
@@ -568,6 +574,3 @@ class Engine:
         self.metrics.up.set(1 if ok else 0)
         return ok, components
 
-
-def a_cursor(a: Adapter) -> int:
-    return getattr(a, "cursor", 0)

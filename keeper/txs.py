@@ -116,6 +116,14 @@ def _plan_from_row(row: TxRow) -> Plan:
     )
 
 
+def _pending_from_row(row: TxRow, sent_block: int) -> PendingTx:
+    """A journalled transaction back under follow-up (after a restart or a reorg)."""
+    fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0)
+    p = PendingTx(row.id, _plan_from_row(row), row.nonce, fees, row.gas_limit, sent_block, list(row.hashes))
+    p.raw = bytes.fromhex(row.raw_tx[2:]) if row.raw_tx else b""
+    return p
+
+
 class TxManager:
     def __init__(
         self,
@@ -153,14 +161,11 @@ class TxManager:
         finished: list[Finished] = []
         latest_nonce = await self.rpc.nonce(self.signer.address, "latest")
         for row in self.store.open_txs():
-            plan = _plan_from_row(row)
             if row.status == "intent":  # never signed, so never sent: the nonce was not used by us
                 self.store.tx_final(row.id, "failed", reason="not sent before shutdown")
                 self.log.info("journal_reconciled", tx_id=row.id, nonce=row.nonce, status="failed", reason="never signed")
                 continue
-            fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0)
-            p = PendingTx(row.id, plan, row.nonce, fees, row.gas_limit, row.sent_block or row.created_block, list(row.hashes))
-            p.raw = bytes.fromhex(row.raw_tx[2:]) if row.raw_tx else b""
+            p = _pending_from_row(row, row.sent_block or row.created_block)
             done = await self._check(p, latest_nonce)
             if done is not None:
                 finished.append(done)
@@ -183,11 +188,7 @@ class TxManager:
         rows = self.store.mined_after(block)
         for row in rows:
             self.store.reopen_tx(row.id)
-            fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0)
-            sent_block = block - self.cfg.replace_after_blocks
-            p = PendingTx(row.id, _plan_from_row(row), row.nonce, fees, row.gas_limit, sent_block, list(row.hashes))
-            p.raw = bytes.fromhex(row.raw_tx[2:]) if row.raw_tx else b""
-            self.pending[row.id] = p
+            self.pending[row.id] = _pending_from_row(row, block - self.cfg.replace_after_blocks)
         return rows
 
     # ---- sending ---------------------------------------------------------------------------------

@@ -389,11 +389,7 @@ class LlammaAdapter(Adapter):
         if not found:
             return
         keys = list(found)
-        # tokens_to_liquidate depends on msg.sender: plain eth_calls from the keeper, batched.
-        pays = await self.ctx.calls.run(
-            [Call(c, self.mkts[c].abi.fn("tokens_to_liquidate", 1).encode(u), flat_decoder(self.mkts[c].abi.fn("tokens_to_liquidate", 1)))
-             for c, u in keys], head.number, sender=self.ctx.keeper,
-        )  # fmt: skip
+        pays = await self._pays(keys, head)
         disc = await self.ctx.calls.run(
             [Call(c, self.mkts[c].abi.fn("liquidation_discounts").encode(u), flat_decoder(self.mkts[c].abi.fn("liquidation_discounts")))
              for c, u in keys] + self._inventory_calls(),
@@ -403,6 +399,15 @@ class LlammaAdapter(Adapter):
             found[k].pay_full = None if isinstance(p, CallFailed) else p[0]
             found[k].discount = self.mkts[k[0]].liquidation_discount if isinstance(d, CallFailed) else d[0]
         self._read_inventory(disc[len(keys) :])
+
+    async def _pays(self, keys: list[tuple[str, str]], head: Block) -> list:
+        """tokens_to_liquidate(user) for each (controller, user). It depends on msg.sender, so these
+        are plain eth_calls from the keeper (batched), never through Multicall3."""
+        calls = []
+        for c, u in keys:
+            fn = self.mkts[c].abi.fn("tokens_to_liquidate", 1)
+            calls.append(Call(c, fn.encode(u), flat_decoder(fn)))
+        return await self.ctx.calls.run(calls, head.number, sender=self.ctx.keeper)
 
     def _inventory_calls(self) -> list[Call]:
         calls = []
@@ -483,10 +488,7 @@ class LlammaAdapter(Adapter):
                 Call(m.amm, AMM.fn("get_sum_xy").encode(u), flat_decoder(AMM.fn("get_sum_xy"))),
             ]
         res = await self.ctx.calls.run(calls, head.number)
-        pays = await self.ctx.calls.run(
-            [Call(c, self.mkts[c].abi.fn("tokens_to_liquidate", 1).encode(u), flat_decoder(self.mkts[c].abi.fn("tokens_to_liquidate", 1)))
-             for c, u in keys], head.number, sender=self.ctx.keeper,
-        )  # fmt: skip
+        pays = await self._pays(keys, head)
         self.scan_extra = {}
         for i, k in enumerate(keys):
             hf, h, xy = res[3 * i : 3 * i + 3]

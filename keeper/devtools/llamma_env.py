@@ -281,27 +281,18 @@ def deploy_llamma(
         _as_int(fee),
         oracle.address,
     )
-    if variant == "m2":
-        controller = chain.deploy(
-            CONTROLLER_CONTRACT[variant],
-            collateral.address,
-            stablecoin.address,
-            amm.address,
-            factory.address,
-            weth.address if weth is not None else "0x" + "00" * 20,
-            _as_int(loan_discount),
-            _as_int(liquidation_discount),
-        )
-    else:
-        controller = chain.deploy(
-            CONTROLLER_CONTRACT[variant],
-            collateral.address,
-            stablecoin.address,
-            amm.address,
-            factory.address,
-            _as_int(loan_discount),
-            _as_int(liquidation_discount),
-        )
+    # M2's constructor also takes the factory's WETH (for the native-ETH payout); V3's does not.
+    weth_arg = [weth.address if weth is not None else "0x" + "00" * 20] if variant == "m2" else []
+    controller = chain.deploy(
+        CONTROLLER_CONTRACT[variant],
+        collateral.address,
+        stablecoin.address,
+        amm.address,
+        factory.address,
+        *weth_arg,
+        _as_int(loan_discount),
+        _as_int(liquidation_discount),
+    )
     chain.tx(amm.functions.set_admin(controller.address))
     if kind == "mint":
         chain.tx(factory.functions.add_market(collateral.address, controller.address, amm.address))
