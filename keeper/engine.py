@@ -359,6 +359,9 @@ class Engine:
         limit = self._in_flight_limit(a)
         sendable: list[Plan] = []
         for p in plans:
+            if p.prerequisite is not None and self.txs is not None and self.txs.same_call_in_flight(p.prerequisite):
+                self._skip(a, p, "prerequisite_pending", prerequisite=p.prerequisite.kind)
+                continue
             if in_flight[(a.name, p.key.market)] >= limit:
                 self._skip(a, p, "market_busy", in_flight=in_flight[(a.name, p.key.market)])
                 continue
@@ -404,6 +407,7 @@ class Engine:
                 "liquidation_sent" if sent_plan.kind != "approval" else "approval_sent", protocol=a.name,
                 market=a.market_label(plan.key.market), trader=plan.key.account, kind=sent_plan.kind, tx=pending.hashes[0],
                 nonce=pending.nonce, gas_limit=gas_limit, max_fee=fees.max_fee_per_gas, **numbers,
+                **(sent_plan.fields if sent_plan is not plan else {}),
             )  # fmt: skip
 
     async def _legacy_gas_price(self, head: Block) -> int | None:

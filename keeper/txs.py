@@ -149,6 +149,13 @@ class TxManager:
     def busy(self, key: PositionKey) -> bool:
         return any(p.key == key for p in self.pending.values())
 
+    def same_call_in_flight(self, plan: Plan) -> bool:
+        """Is a transaction to the same contract, with the same selector and first argument (e.g. an
+        approval of the same spender), still pending? A prerequisite is never sent twice: a second
+        approval would only overwrite the first one's amount."""
+        head = plan.data[:36]
+        return any(p.plan.to.lower() == plan.to.lower() and p.plan.data[:36] == head for p in self.pending.values())
+
     def in_flight_per_market(self) -> Counter:
         return Counter((p.key.protocol, p.key.market) for p in self.pending.values())
 

@@ -3,6 +3,7 @@ the reference deployments on anvil."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import os
 import signal
@@ -93,8 +94,21 @@ async def start_engine(cfg: dict, *, dry_run: bool = False, key: str = KEEPER_KE
     return engine, log
 
 
+async def settle_pool(engine: Engine, timeout: float = 30.0) -> None:
+    """With automining on, anvil returns a transaction's hash before it has mined the block holding
+    it; wait (bounded poll) until its pool is empty so the next head includes what was sent."""
+    if not await engine.rpc.request("anvil_getAutomine"):
+        return
+    deadline = time.monotonic() + timeout
+    while int((await engine.rpc.request("txpool_status"))["pending"], 16):
+        assert time.monotonic() < deadline, "anvil did not mine its pooled transactions"
+        await asyncio.sleep(0.01)
+
+
 async def step(engine: Engine) -> Block:
-    """Process the current head once (what the daemon does on a new block)."""
+    """Process the current head once (what the daemon does on a new block), after anvil has mined
+    what the previous step sent."""
+    await settle_pool(engine)
     head = Block.from_rpc(await engine.rpc.get_block("latest"))
     await engine.process(head)
     return head

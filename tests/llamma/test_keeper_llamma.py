@@ -10,7 +10,7 @@ from keeper.devtools.chain import DevChain
 from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
 from keeper.risk import llamma as lm
 from tests.conftest import start_anvil
-from tests.harness import KEEPER, keeper_config, open_adapter, start_engine, step
+from tests.harness import KEEPER, keeper_config, open_adapter, settle_pool, start_engine, step
 
 pytestmark = pytest.mark.chain
 E = 10**18
@@ -71,6 +71,7 @@ async def run_keeper(m, tmp_path, blocks: int = 3, **over):
     try:
         for _ in range(blocks):
             await step(engine)
+        await settle_pool(engine)  # the last step's transactions are mined before the test reads the chain
     finally:
         await engine.close()
     return engine, log
@@ -300,6 +301,34 @@ async def test_capital_cap_gives_a_partial_frac_and_exact_approval(world, tmp_pa
     # 'exact' mode approves what this block's liquidations need, not an unlimited allowance
     left = m.stablecoin.functions.allowance(KEEPER, m.controller.address).call()
     assert left < 2 * cap * E * len(pays)
+
+
+async def test_pending_approval_is_not_sent_twice(world, tmp_path):
+    """An approval not yet mined when the keeper evaluates again holds that controller's
+    liquidations back: no second approval overwrites it, and the liquidations follow once it lands."""
+    m, _users, _arb = world
+    sharp_step(m, 5)
+    m.fund_stablecoin(KEEPER, m.usd(10**6))
+    chain = m.chain
+    engine, log = await start_engine(keeper_config(chain.url, tmp_path / "k.sqlite", [llamma_protocol(m, approval="exact")]))
+    try:
+        chain.set_automine(False)
+        await step(engine)
+        (approval,) = log.events("approval_sent")
+        await step(engine)  # evaluated again while the approval is still in the pool
+        assert len(log.events("approval_sent")) == 1 and not log.events("liquidation_sent")
+        assert "prerequisite_pending" in {r["reason"] for r in log.events("liquidation_skipped")}
+        chain.mine()  # the approval lands
+        assert m.stablecoin.functions.allowance(KEEPER, m.controller.address).call() == approval["amount"] > 0
+        chain.set_automine(True)
+        for _ in range(3):
+            await step(engine)
+        await settle_pool(engine)
+    finally:
+        chain.set_automine(True)
+        await engine.close()
+    assert len(log.events("approval_sent")) == 1
+    assert log.events("liquidation_landed") and not utl(m)
 
 
 def test_scan_json_lists_loans_with_health_and_soft_flags(world, tmp_path):
