@@ -116,6 +116,7 @@ class PerpV1Adapter(Adapter):
         self.info: dict[str, MarketInfo] = {}
         self.states: dict[str, pm.MarketState] = {}
         self.snapshots: dict[str, SnapshotCache] = {}
+        self.twap_memos: dict[str, pm.TwapMemo] = {}  # amm → incremental TWAP per position size
         self.positions: dict[tuple[str, str], pm.Position] = {}
         self.healthy: dict[tuple[str, str], Evaluation] = {}  # see evaluate
         self.dirty: set[tuple[str, str]] = set()
@@ -338,7 +339,8 @@ class PerpV1Adapter(Adapter):
             if tail is None:
                 self.states.pop(a, None)
                 continue
-            self.states[a] = pm.MarketState(q, b, price, cpf, tuple(tail), head.timestamp)
+            memo = self.twap_memos.setdefault(a, pm.TwapMemo())
+            self.states[a] = pm.MarketState(q, b, price, cpf, tuple(tail), head.timestamp, twap_memo=memo)
         # positions
         upserts, deletes = [], []
         for (a, t), r in zip(dirty, position_results, strict=True):

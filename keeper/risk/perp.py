@@ -7,7 +7,7 @@ References are to shared/spec/PROTOCOLS.md §A.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
 
@@ -145,6 +145,7 @@ class TwapTerms:
 
     terms: tuple[tuple[int, int, int, int], ...]
     divisor: int
+    first: int = 0  # index (in the snapshots given) of the oldest term; the terms cover snapshots[first:]
 
 
 def _term(s: Snapshot, weight: int) -> tuple[int, int, int, int]:
@@ -160,7 +161,7 @@ def twap_terms(snapshots: list[Snapshot] | tuple[Snapshot, ...], now: int, inter
     cur = snapshots[last]
     base_ts = now - interval
     if interval == 0 or last == 0 or cur.timestamp <= base_ts:
-        return TwapTerms((_term(cur, 1),), 1)
+        return TwapTerms((_term(cur, 1),), 1, last)
     prev_ts = cur.timestamp
     period = now - prev_ts
     terms = [_term(cur, period)]
@@ -168,12 +169,12 @@ def twap_terms(snapshots: list[Snapshot] | tuple[Snapshot, ...], now: int, inter
         cur = snapshots[idx]
         if cur.timestamp <= base_ts:
             terms.append(_term(cur, prev_ts - base_ts))
-            return TwapTerms(tuple(terms), interval)
+            return TwapTerms(tuple(terms), interval, idx)
         tf = prev_ts - cur.timestamp
         terms.append(_term(cur, tf))
         period += tf
         prev_ts = cur.timestamp
-    return TwapTerms(tuple(terms), period)
+    return TwapTerms(tuple(terms), period, 0)
 
 
 def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
@@ -203,6 +204,134 @@ def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
     return weighted // twap.divisor
 
 
+def _sold(add: bool, base: int, q: int, kw: int, b: int) -> int:
+    """One snapshot's term of getOutputTwap (the loop body of twap_output)."""
+    if add:
+        quote_after, rest = divmod(kw, b + base)
+        sold = quote_after - q if quote_after > q else q - quote_after
+        if rest:
+            if sold == 0:
+                raise AmmMathError("SafeMath: subtraction overflow")
+            sold -= 1
+        return sold
+    if b <= base:
+        raise AmmMathError("base asset after is 0")
+    quote_after, rest = divmod(kw, b - base)
+    sold = quote_after - q if quote_after > q else q - quote_after
+    return sold + 1 if rest else sold
+
+
+class _TwapRun:
+    """One (direction, size)'s terms over consecutive snapshots from serial `start`: each snapshot's
+    output price and the running sum of output × the time it stayed current (fixed once the next
+    snapshot exists)."""
+
+    __slots__ = ("start", "solds", "cums", "generation", "used")
+
+    def __init__(self, start: int, generation: int):
+        self.start = start
+        self.solds: list[int] = []
+        self.cums: list[int] = []  # cums[i] = Σ_{k<i} solds[k]·(ts[k+1] − ts[k])
+        self.generation = generation
+        self.used = 0
+
+
+class TwapMemo:
+    """Incremental Amm.getOutputTwap for one market, exact to the wei.
+
+    getOutputTwap is Σ output(snapshot, size)·seconds current / period. Between blocks the window
+    only slides: the newest snapshot's and the oldest one's weights change, every snapshot in
+    between keeps its weight. So per (direction, size) the memo keeps each snapshot's output price
+    and a running sum of the fixed-weight terms; a block then costs one output price per new
+    snapshot plus three products, instead of one per snapshot in the 900 s window (~76 at 12 s
+    blocks). Same integers, same sum, same reverts as `twap_output`. A snapshot that differs from
+    the one seen before at its place (overwritten in its block, or a reorg) starts over."""
+
+    def __init__(self) -> None:
+        self.chain: list[Snapshot] = []  # consecutive snapshots, serials chain_start, chain_start + 1, …
+        self.chain_start = 0
+        self.generation = 0
+        self.runs: dict[tuple[bool, int], _TwapRun] = {}
+        self.block = 0  # bumped by `window` once per MarketState
+        self._window: tuple[int, int] = (0, 0)  # (serial of the oldest term, number of terms)
+        self._state: MarketState | None = None  # the block's state the window belongs to (held, not an id)
+
+    def _align(self, m: MarketState) -> None:
+        """Make `chain` hold the block's TWAP window (m.snapshots[first:]) as consecutive serials."""
+        window = m.snapshots[m.twap.first :]
+        chain, start = self.chain, self.chain_start
+        pos = -1
+        for i, s in enumerate(chain):  # where the window's oldest snapshot sits (usually near the front)
+            if s is window[0] or s == window[0]:
+                pos = i
+                break
+        if pos < 0:  # nothing in common: a fresh chain
+            self.chain, self.chain_start = list(window), start + len(chain) + 1
+            self.generation += 1
+        else:
+            for j, s in enumerate(window):
+                if pos + j >= len(chain):
+                    chain.extend(window[j:])
+                    break
+                if not (chain[pos + j] is s or chain[pos + j] == s):
+                    del chain[pos + j :]
+                    chain.extend(window[j:])
+                    self.generation += 1  # serials from here on mean other snapshots now
+                    break
+            if pos > 16:  # keep the chain short; serials stay valid
+                del chain[:pos]
+                self.chain_start = start + pos
+                pos = 0
+        serial0 = self.chain_start + (pos if pos >= 0 else 0)
+        self._window = (serial0, len(window))
+        self.block += 1
+        self._state = m
+        for k in [k for k, r in self.runs.items() if r.used < self.block - 1]:
+            del self.runs[k]  # sizes not evaluated last block (closed, changed, or healthy again)
+
+    def output(self, dir_base: Dir, base: int, m: MarketState) -> int:
+        """== twap_output(dir_base, base, m.twap)."""
+        twap = m.twap
+        if base == 0:
+            if twap.divisor == 0:
+                raise AmmMathError("division by zero")
+            return 0
+        if self._state is not m:
+            self._align(m)
+        serial0, n = self._window
+        add = dir_base == Dir.ADD_TO_AMM
+        run = self.runs.get((add, base))
+        if run is None or run.generation != self.generation or run.start > serial0:
+            run = self.runs[(add, base)] = _TwapRun(serial0, self.generation)
+        run.used = self.block
+        chain, cs = self.chain, self.chain_start
+        have = run.start + len(run.solds)
+        while have < serial0 + n:  # the snapshots this run has not priced yet
+            s = chain[have - cs]
+            q, b = s.quote_reserve, s.base_reserve
+            sold = _sold(add, base, q, mul_d(q, b) * WAD, b)
+            if run.solds:
+                prev = chain[have - 1 - cs]
+                run.cums.append(run.cums[-1] + run.solds[-1] * (s.timestamp - prev.timestamp))
+            else:
+                run.cums.append(0)
+            run.solds.append(sold)
+            have += 1
+        i0 = serial0 - run.start
+        if i0 > 16:
+            del run.solds[:i0], run.cums[:i0]
+            run.start, i0 = serial0, 0
+        i1 = i0 + n - 1
+        w_last, w_first = twap.terms[0][3], twap.terms[-1][3]
+        if n == 1:
+            weighted = run.solds[i1] * w_last
+        else:
+            weighted = run.solds[i1] * w_last + run.cums[i1] - run.cums[i0 + 1] + run.solds[i0] * w_first
+        if twap.divisor == 0:
+            raise AmmMathError("division by zero")
+        return weighted // twap.divisor
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     size: int  # signed base, 1e18 (> 0 long, < 0 short)
@@ -228,6 +357,7 @@ class MarketState:
     cpf: int  # getLatestCumulativePremiumFraction, signed
     snapshots: tuple[Snapshot, ...]  # tail sufficient for the TWAP at `now` (see output_twap)
     now: int  # timestamp the contract would see (latest block for eth_call)
+    twap_memo: TwapMemo | None = field(default=None, compare=False, repr=False)  # the market's, kept across blocks
 
     # Per-market values every position of the block shares: computed once, on first use (a
     # failure is not cached, so it raises where and when the contract's maths would).
@@ -274,6 +404,8 @@ def notional(pos: Position, m: MarketState, option: PnlOption) -> int:
     if option == PnlOption.SPOT:
         return _output(pos.size > 0, b, m.quote_reserve, m.base_reserve, m.kw)
     if option == PnlOption.TWAP:
+        if m.twap_memo is not None:
+            return m.twap_memo.output(pos.close_dir, b, m)
         return twap_output(pos.close_dir, b, m.twap)
     return mul_d(b, m.oracle_price)
 

@@ -66,8 +66,18 @@ def test_daemon_liquidates_through_a_crash_and_exits_0_on_sigterm(anvil, tmp_pat
 
         daemon.wait_for(settled, timeout=90, what="every under-margined position liquidated")
         assert under, "the scripted crash must put positions under water"
+        on_chain = keeper_liquidations(perp, start)
+
+        def all_receipts_read() -> bool:  # the daemon reads the last receipts on its next block
+            chain.mine()
+            return len(daemon.events("liquidation_landed")) >= len(on_chain)
+
+        daemon.wait_for(all_receipts_read, timeout=60, what="a liquidation_landed line per on-chain liquidation")
         landed = daemon.events("liquidation_landed")
-        assert len(landed) == len(keeper_liquidations(perp, start))
+        assert len(landed) == len(on_chain) == len(keeper_liquidations(perp, start))
+        ch = perp.clearing_house.events.PositionLiquidated
+        hashes = {"0x" + x["transactionHash"].hex().removeprefix("0x") for x in ch.get_logs(from_block=start)}
+        assert {r["tx"] for r in landed} == hashes
         assert all(int(r["reward"]) > 0 and r["trader"] in {t for _, t in book} for r in landed)
     finally:
         code = daemon.stop(signal.SIGTERM)

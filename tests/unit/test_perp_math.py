@@ -290,3 +290,70 @@ def test_token_floor(amount, decimals):
     got = pm.token_floor(amount, decimals)
     assert got <= amount and amount - got < 10 ** (18 - decimals) + (decimals == 18)
     assert got % 10 ** (18 - decimals) == 0
+
+
+# ---- incremental TWAP memo ---------------------------------------------------------------------
+
+
+def _twap_or_error(fn):
+    try:
+        return fn()
+    except pm.AmmMathError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 40),  # seconds to the block
+            st.sampled_from(["trade", "trade", "trade", "none", "overwrite", "reorg"]),
+            st.integers(9 * 10**23, 11 * 10**23),  # quote reserve
+            st.integers(9 * 10**20, 11 * 10**20),  # base reserve
+            st.lists(st.sampled_from([0, 10**15, 3 * 10**18, 10**20, 7 * 10**20, 2 * 10**21]), min_size=1, max_size=4),
+            st.integers(0, 5),  # how far back the tail handed over starts (the adapter may pass more)
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.sampled_from([0, 60, 300, 900]),
+)
+def test_twap_memo_equals_the_full_walk_block_after_block(blocks, interval):
+    """Over a history that grows, gets its last snapshot overwritten or its tail reorganised, the
+    memo's TWAP is the full walk's to the wei, with the same reverts, for every size and side."""
+    snaps = [pm.Snapshot(10**24, 10**21, 0, 0)]
+    memo, now = pm.TwapMemo(), 0
+    for number, (gap, event, q, b, sizes, extra) in enumerate(blocks, start=1):
+        now += gap
+        if event == "trade":
+            snaps.append(pm.Snapshot(q, b, now, number))
+        elif event == "overwrite":
+            last = snaps[-1]
+            snaps[-1] = pm.Snapshot(q, b, last.timestamp, last.block_number)
+        elif event == "reorg" and len(snaps) > 2:
+            del snaps[-2:]
+            snaps.append(pm.Snapshot(q, b, now, number))
+        twap = pm.twap_terms(snaps, now, interval)
+        tail = tuple(snaps[max(0, twap.first - extra) :])
+        m = pm.MarketState(q, b, E, 0, tail, now, twap_memo=memo)
+        m.__dict__["twap"] = pm.twap_terms(tail, now, interval)  # the interval under test
+        for size in sizes:
+            for d in (pm.Dir.ADD_TO_AMM, pm.Dir.REMOVE_FROM_AMM):
+                want = _twap_or_error(lambda: pm.twap_output(d, size, m.twap))  # noqa: B023
+                got = _twap_or_error(lambda: memo.output(d, size, m))  # noqa: B023
+                assert got == want, (number, event, size, d)
+
+
+def test_twap_memo_forgets_sizes_not_evaluated_and_stays_short():
+    memo, now = pm.TwapMemo(), 0
+    snaps = [pm.Snapshot(10**24, 10**21, 0, 0)]
+    for number in range(1, 400):
+        now += 12
+        snaps.append(pm.Snapshot(10**24 + number * 10**18, 10**21 - number * 10**15, now, number))
+        m = pm.MarketState(1, 1, E, 0, tuple(snaps[-100:]), now, twap_memo=memo)
+        assert memo.output(pm.Dir.ADD_TO_AMM, E, m) == pm.twap_output(pm.Dir.ADD_TO_AMM, E, m.twap)
+        if number < 10:
+            memo.output(pm.Dir.ADD_TO_AMM, 2 * E, m)
+    assert set(memo.runs) == {(True, E)}  # 2·1e18 was last evaluated long ago
+    (run,) = memo.runs.values()
+    assert len(run.solds) <= 900 // 12 + 18 and len(memo.chain) <= 900 // 12 + 18
