@@ -119,6 +119,9 @@ class PerpV1Adapter(Adapter):
         self.twap_memos: dict[str, pm.TwapMemo] = {}  # amm → incremental TWAP per position size
         self.positions: dict[tuple[str, str], pm.Position] = {}
         self.healthy: dict[tuple[str, str], Evaluation] = {}  # see evaluate
+        self.clear: dict[tuple[str, str], pm.Position] = {}  # positions found clearly healthy last block
+        self.market_inputs: dict[str, tuple[int, int, int, int]] = {}  # amm → (quote, base, cpf, oracle) then
+        self.clear_skip: int | None = None  # the prefilter threshold `clear` was found with
         self.dirty: set[tuple[str, str]] = set()
         self.cursor: int = -1
         self.last_rediscover = -1
@@ -444,6 +447,12 @@ class PerpV1Adapter(Adapter):
         # Each position's "clearly healthy" Evaluation (never modified) is reused block after block,
         # so the common case allocates nothing; positions gone since the last block drop out here.
         healthy, self.healthy = self.healthy, {}
+        # A market whose reserves, oracle price and funding did not move since the last block leaves
+        # every unchanged position's spot ratio as it was: one found clearly healthy stays so, unpriced.
+        inputs = {a: (m.quote_reserve, m.base_reserve, m.cpf, m.oracle_price) for a, m in states.items()}
+        quiet = {a for a, v in inputs.items() if self.market_inputs.get(a) == v} if skip is not None and skip == self.clear_skip else set()
+        clear, self.clear = self.clear, {}
+        self.market_inputs, self.clear_skip = inputs, skip
         out: list[Evaluation] = []
         for k, pos in self.positions.items():
             m = states.get(k[0])
@@ -451,7 +460,15 @@ class PerpV1Adapter(Adapter):
             if m is None or mi is None:
                 continue
             h = self.healthy[k] = healthy.get(k) or Evaluation(PositionKey(self.name, *k), Status.HEALTHY, False)
-            out.append(self._evaluate_one(h.key, pos, m, mi, skip) or h)
+            if k[0] in quiet and clear.get(k) is pos:
+                self.clear[k] = pos
+                out.append(h)
+                continue
+            e = self._evaluate_one(h.key, pos, m, mi, skip)
+            if e is None:
+                self.clear[k] = pos
+                e = h
+            out.append(e)
         return out
 
     @staticmethod

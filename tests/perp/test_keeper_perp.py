@@ -312,3 +312,48 @@ async def test_short_positions_and_second_market(perp, accounts, tmp_path):
     assert_liquidated_by_keeper(perp, start)
     assert {r["market"] for r in log.events("liquidation_landed")} == {"BTC"}
 
+
+
+async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices_them(perp, accounts, tmp_path):
+    """Blocks where a market's reserves, oracle and funding did not move reuse last block's
+    "clearly healthy" verdicts; a trade or a funding payment prices every position again."""
+    from keeper.adapters.base import Block  # noqa: PLC0415
+    from tests.harness import open_adapter  # noqa: PLC0415
+
+    alice, carol, whale = accounts["alice"], accounts["carol"], accounts["whale"]
+    open_10x_long(perp, alice)
+    perp.fund_trader(carol, 1010 * E)
+    perp.open_position(carol, "ETH", SELL, 1000 * E, 2 * E)
+    adapter, rpc, head = await open_adapter(perp.chain.url, perp_protocol(perp))
+    priced: list = []
+    real = adapter._evaluate_one
+    adapter._evaluate_one = lambda key, *a: priced.append(key.account) or real(key, *a)
+
+    async def block() -> dict:
+        priced.clear()
+        perp.chain.mine()
+        h = Block.from_rpc(await rpc.get_block("latest"))
+        await adapter.sync(h)
+        return {e.key.account: e for e in adapter.evaluate(h)}
+
+    try:
+        adapter.evaluate(head)
+        quiet = await block()  # an empty block: nothing priced, same verdicts
+        assert priced == [] and {a: e.status for a, e in quiet.items()} == {alice: pm_status("healthy"), carol: pm_status("healthy")}
+        crash(perp, whale, 2880 * E)  # a trade moves the reserves: every position is priced again
+        moved = await block()
+        assert {alice, carol} <= set(priced) and moved[alice].candidate and not moved[carol].candidate
+        await block()
+        assert priced == [alice]  # carol is still clearly healthy; alice, a candidate, is priced each block
+        perp.chain.advance(3600)
+        perp.pay_funding("ETH")  # funding moves the premium fraction: priced again
+        await block()
+        assert {alice, carol} <= set(priced)
+    finally:
+        await rpc.close()
+
+
+def pm_status(name: str):
+    from keeper.adapters.base import Status  # noqa: PLC0415
+
+    return Status(name)
