@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from keeper.adapters import adapter_class
-from keeper.adapters.base import Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
+from keeper.adapters.base import REINDEX_FROM_START, Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
 from keeper.config import KeeperConfig
 from keeper.alerts import Alerter
 from keeper.gas import FeeCapExceeded, FeePolicy
@@ -30,6 +30,7 @@ from keeper.units import WAD, to_units
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 MAX_REORG_DEPTH = 64
+JOURNAL_RECHECK_BLOCKS = 1024  # after a history replacement, journal rows mined this recently are re-checked
 
 
 class StartupError(Exception):
@@ -501,10 +502,15 @@ class Engine:
         if ancestor is None:
             # History replaced (node restarted from a dump with placeholder hashes, or a reorg
             # deeper than we track): re-anchor at this head and re-read every position.
-            self.log.warning("history_replaced", block=head.number, note="re-anchoring; all positions re-read")
+            # Transactions the journal saw mined in the last JOURNAL_RECHECK_BLOCKS blocks are
+            # checked for their receipts; every adapter re-indexes from its configured start block.
+            self.log.warning("history_replaced", block=head.number, note="re-anchoring; re-indexing from the start blocks")
             self.store.forget_all_blocks()
+            if self.txs is not None:
+                for row in await self.txs.unsettle_missing(max(0, head.number - JOURNAL_RECHECK_BLOCKS)):
+                    self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
             for a in self.adapters:
-                await a.rewind(min(head.number - 1, getattr(a, "cursor", head.number - 1)))
+                await a.rewind(REINDEX_FROM_START)
             return
         self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
         self.store.forget_blocks_after(ancestor)

@@ -198,6 +198,20 @@ class TxManager:
             self.pending[row.id] = _pending_from_row(row, block - self.cfg.replace_after_blocks)
         return rows
 
+    async def unsettle_missing(self, since_block: int) -> list[TxRow]:
+        """History was replaced deeper than the blocks we track: every transaction the journal has
+        mined after `since_block` whose receipt the node no longer has is pending again (kept nonce,
+        re-simulated before any replacement, as after a reorg). One batched receipt read."""
+        rows = self.store.mined_after(since_block)
+        if not rows:
+            return []
+        receipts = await self.rpc.batch([("eth_getTransactionReceipt", [r.tx_hash]) for r in rows])
+        gone = [r for r, rc in zip(rows, receipts, strict=True) if rc is None]
+        for row in gone:
+            self.store.reopen_tx(row.id)
+            self.pending[row.id] = _pending_from_row(row, since_block - self.cfg.replace_after_blocks)
+        return gone
+
     # ---- sending ---------------------------------------------------------------------------------
     def _tx_dict(self, to: str, data: bytes, value: int, nonce: int, gas: int, fees: FeeQuote) -> dict:
         tx: dict[str, Any] = {"chainId": self.chain_id, "nonce": nonce, "to": to, "value": value, "data": data, "gas": gas}

@@ -41,6 +41,7 @@ ERC20 = abi("common/ERC20")
 
 USER_STATE = M2.event("UserState")
 LIQUIDATE_EV = M2.event("Liquidate")
+TRANSFER_TOPIC = ERC20.event("Transfer").topic0
 WATCH_TOPICS = [USER_STATE.topic0, M2.event("Borrow").topic0, M2.event("Repay").topic0, LIQUIDATE_EV.topic0,
                 M2.event("RemoveCollateral").topic0]  # fmt: skip
 
@@ -586,6 +587,12 @@ class LlammaAdapter(Adapter):
                     value = lm.collateral_value(y, m.price_oracle, to_units(self.cfg.collateral_haircut, 18), m.collateral_precision)
                     reward = value + x - d
                     fields = {"collateral_received": y, "stablecoin_from_bands": x, "debt_repaid": d, "stable_paid": max(d - x, 0)}
+        if fields.get("collateral_received"):
+            # M1/M2 WETH markets pay `liquidate(user, min_x)` collateral as native ETH: no token Transfer to us
+            to_keeper = "0x" + "0" * 24 + self.ctx.keeper[2:].lower()
+            token = any(lg["address"].lower() == m.collateral.lower() and len(lg["topics"]) == 3 and lg["topics"][0] == TRANSFER_TOPIC
+                        and lg["topics"][2].lower() == to_keeper for lg in receipt.get("logs", []))  # fmt: skip
+            fields["collateral_paid_in"] = "token" if token else "native"
         return Outcome(plan.key, tx_hash, "landed", plan.kind, reward, gas_used, cost, fields)
 
     async def explain_failure(self, plan: Plan, receipt: dict | None, since_block: int) -> tuple[str, str]:
@@ -604,7 +611,7 @@ class LlammaAdapter(Adapter):
         return "reverted", "reverted (passes now)"
 
     async def rewind(self, block_number: int) -> None:
-        self.cursor = min(self.cursor, block_number)
+        self.cursor = max(min(self.cursor, block_number), self.cfg.start_block - 1)  # REINDEX_FROM_START → start_block
         self.dirty.update(self.loans)
 
 

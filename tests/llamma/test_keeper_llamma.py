@@ -166,6 +166,7 @@ async def test_payouts_match_balances_fully_and_partly_converted(world, tmp_path
     landed = {r["trader"]: r for r in log.events("liquidation_landed")}
     sent = {r["trader"]: r for r in log.events("liquidation_sent")}
     assert landed[full_user]["stable_paid"] == 0 and abs(landed[partly]["stable_paid"] - pay_partly) <= 11
+    assert landed[partly]["collateral_paid_in"] == "token" and "collateral_paid_in" not in landed[full_user]  # no collateral
     wei_value = 1 + m.amm.functions.price_oracle().call() * 10 ** (18 - m.collateral_decimals) // E
     for u in (full_user, partly):
         assert abs(landed[u]["reward"] - sent[u]["expected_reward"]) <= 11 * wei_value  # per-band withdraw rounding
@@ -365,3 +366,57 @@ def test_scan_json_lists_loans_with_health_and_soft_flags(world, tmp_path):
         assert (float(r["health_full"]) < 0) == (u in liquidatable)
         expected = ("full", "partial", "unaffordable", "unprofitable") if u in liquidatable else ("healthy", "soft-liquidation")
         assert r["status"] in expected
+
+
+async def test_m2_weth_market_pays_full_liquidations_in_native_eth(wide_chain, tmp_path):
+    """On an M2 market whose collateral is WETH, `liquidate(user, min_x)` defaults to use_eth: the
+    keeper receives native ETH (its balance moves by collateral − gas, to the wei), no WETH, and the
+    landed reward is the estimate; a partial `frac` (use_eth=False) is paid in WETH."""
+    chain = wide_chain
+    snap = chain.snapshot()
+    try:
+        m = deploy_llamma(chain, variant="m2", weth_collateral=True)
+        assert m.collateral_is_weth
+        users = list(chain.w3.eth.accounts[10:16])
+        for i, u in enumerate(users):
+            col, n = m.units(5 + i), 4 + i % 4
+            m.create_loan(u, col, m.max_borrowable(col, n) * 95 // 100, n)
+        m.lower_price_in_steps(m.oracle_price() * 90 // 100, 4, chain.w3.eth.accounts[27])
+        sharp_step(m, 6)
+        liquidatable = utl(m)
+        assert len(liquidatable) >= 2
+        pays = {u: m.controller.functions.tokens_to_liquidate(u).call({"from": KEEPER}) for u in liquidatable}
+        cheapest = min(pays, key=lambda u: pays[u])
+        # enough stablecoin for every full liquidation but the dearest: that one becomes a frac
+        dearest = max(pays, key=lambda u: pays[u])
+        m.fund_stablecoin(KEEPER, sum(pays.values()) - pays[dearest] + pays[dearest] // 3)
+        eth0, weth0 = chain.w3.eth.get_balance(KEEPER), m.collateral.functions.balanceOf(KEEPER).call()
+        start = chain.block_number()
+        _engine, log = await run_keeper(m, tmp_path, blocks=3, protocol={"min_frac": "0.05", "approval": "unlimited"})
+        evs = [e for e in m.controller.events.Liquidate.get_logs(from_block=start) if e["args"]["liquidator"] == KEEPER]
+        landed = {r["tx"]: r for r in log.events("liquidation_landed")}
+        assert len(evs) >= 2 and cheapest in {e["args"]["user"] for e in evs}
+        eth_in = weth_in = gas = 0
+        hashes = {"0x" + e["transactionHash"].hex().removeprefix("0x") for e in evs} | {r["tx"] for r in log.events("approval_sent")}
+        for tx in hashes:
+            rc = chain.w3.eth.get_transaction_receipt(tx)
+            gas += rc.gasUsed * rc.effectiveGasPrice
+        kinds = set()
+        for e in evs:
+            tx = "0x" + e["transactionHash"].hex().removeprefix("0x")
+            full = bytes(chain.w3.eth.get_transaction(tx)["input"])[:4] == bytes.fromhex("bcbaf487")  # liquidate(user, min_x)
+            kinds.add("full" if full else "frac")
+            if full:
+                eth_in += e["args"]["collateral_received"]
+            else:
+                weth_in += e["args"]["collateral_received"]
+            if tx in landed:
+                assert landed[tx]["collateral_received"] == e["args"]["collateral_received"]
+                assert landed[tx]["kind"] == ("full" if full else "frac")
+                assert landed[tx]["collateral_paid_in"] == ("native" if full else "token")
+        assert kinds == {"full", "frac"} and eth_in > 0 and weth_in > 0 and len(landed) >= len(evs) - 1
+        assert chain.w3.eth.get_balance(KEEPER) - eth0 == eth_in - gas
+        assert m.collateral.functions.balanceOf(KEEPER).call() - weth0 == weth_in
+    finally:
+        chain.set_automine(True)
+        chain.revert_to(snap)

@@ -263,3 +263,43 @@ async def test_nonce_used_elsewhere_is_resynced_not_reused(anvil, tmp_path):
     rows = engine_journal(tmp_path)
     assert [r["status"] for r in rows] == ["failed", "mined"]
     assert rows[0]["nonce"] == 0 and rows[1]["nonce"] == 1
+
+
+async def test_reorg_deeper_than_tracked_reindexes_from_start_and_reopens_lost_transactions(anvil, tmp_path):
+    """A reorg deeper than the 64 blocks the keeper tracks (history replaced): the index is rebuilt
+    from the start block (a position opened only in the new history is found, one that vanished is
+    dropped), and the liquidation whose block vanished is re-opened from the journal and replaced at
+    its nonce: one liquidation on chain, one journal row."""
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    trader, bob, carol = traders["ETH"], chain.accounts[5], chain.accounts[6]
+    perp.fund_trader(carol, 101 * E)
+    carol_open = perp.clearing_house.functions.openPosition(perp.amm("BTC").address, BUY, (100 * E,), (2 * E,), (0,))
+    carol_tx = {"from": carol, "to": perp.clearing_house.address, "data": carol_open._encode_transaction_data(), "gas": hex(2_000_000)}
+    fork_base = chain.block_number()
+    engine, log = await start_engine(keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)]))
+    adapter = engine.adapters[0]
+    btc = perp.amm("BTC").address
+    try:
+        await step(engine)  # the liquidation is sent and mined
+        perp.fund_trader(bob, 101 * E)
+        perp.open_position(bob, "BTC", BUY, 100 * E, 2 * E)
+        for _ in range(70):
+            chain.mine()
+            await step(engine)
+        assert len(log.events("liquidation_landed")) == 1 and (btc, bob) in adapter.positions
+        depth = chain.block_number() - fork_base
+        assert depth > 64
+        chain.rpc("anvil_reorg", [depth, [[carol_tx, 0]]])  # the new history: carol's position, no liquidation, no bob
+        assert keeper_liquidations(perp, trader) == [] and chain.nonce(KEEPER) == 0
+        for _ in range(4):
+            await step(engine)
+            chain.mine()
+        await step(engine)
+    finally:
+        await engine.close()
+    assert log.events("history_replaced") and log.events("tx_unmined_by_reorg")
+    assert (btc, bob) not in adapter.positions and (btc, carol) in adapter.positions
+    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [KEEPER] and chain.nonce(KEEPER) == 1
+    (row,) = engine_journal(tmp_path)
+    assert row["status"] == "mined" and len(json.loads(row["hashes"])) >= 2
