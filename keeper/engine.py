@@ -505,12 +505,12 @@ class Engine:
             # Transactions the journal saw mined in the last JOURNAL_RECHECK_BLOCKS blocks are
             # checked for their receipts; every adapter re-indexes from its configured start block.
             self.log.warning("history_replaced", block=head.number, note="re-anchoring; re-indexing from the start blocks")
-            self.store.forget_all_blocks()
-            if self.txs is not None:
+            if self.txs is not None:  # first: if this read fails, the next block detects the same and retries
                 for row in await self.txs.unsettle_missing(max(0, head.number - JOURNAL_RECHECK_BLOCKS)):
                     self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
             for a in self.adapters:
                 await a.rewind(REINDEX_FROM_START)
+            self.store.forget_all_blocks()
             return
         self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
         self.store.forget_blocks_after(ancestor)

@@ -206,6 +206,9 @@ class TxManager:
         if not rows:
             return []
         receipts = await self.rpc.batch([("eth_getTransactionReceipt", [r.tx_hash]) for r in rows])
+        failed = next((rc for rc in receipts if isinstance(rc, RpcError)), None)
+        if failed is not None:
+            raise failed  # unknown is not "gone": the caller retries on the next block
         gone = [r for r, rc in zip(rows, receipts, strict=True) if rc is None]
         for row in gone:
             self.store.reopen_tx(row.id)
