@@ -559,8 +559,12 @@ def test_health_goes_503_on_a_stale_head_alerts_and_recovers(world, tmp_path):
 
             # A new block: healthy again.
             w.chain.mine()
-            daemon.wait_for(lambda: health(http_port)[0] == 200, timeout=15, what="/health 200 after a new block")
-            assert health(http_port)[1]["components"]["head"]["block"] == head + 1
+
+            def healthy_at_new_head() -> bool:  # the age resets when the head is seen; the block once it is processed
+                code, body = health(http_port)
+                return code == 200 and body["components"]["head"]["block"] == head + 1
+
+            daemon.wait_for(healthy_at_new_head, timeout=15, what="/health 200 with the new block processed")
             daemon.wait_for(lambda: daemon.events("healthy_again"), timeout=10, what="healthy_again")
         finally:
             code = daemon.stop(signal.SIGTERM)
