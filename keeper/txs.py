@@ -192,7 +192,10 @@ class TxManager:
         """A reorg dropped blocks after `block`: transactions mined there are pending again. They keep
         their nonces and count as stuck at once, so the next poll re-simulates each one and replaces it
         (same nonce, bumped fees) or cancels it — never a blind rebroadcast. Returns them."""
-        rows = self.store.mined_after(block)
+        return self._reopen(self.store.mined_after(block), block)
+
+    def _reopen(self, rows: list[TxRow], block: int) -> list[TxRow]:
+        """Journal rows back to pending, counted as stuck since `block` (re-simulated on the next poll)."""
         for row in rows:
             self.store.reopen_tx(row.id)
             self.pending[row.id] = _pending_from_row(row, block - self.cfg.replace_after_blocks)
@@ -209,11 +212,7 @@ class TxManager:
         failed = next((rc for rc in receipts if isinstance(rc, RpcError)), None)
         if failed is not None:
             raise failed  # unknown is not "gone": the caller retries on the next block
-        gone = [r for r, rc in zip(rows, receipts, strict=True) if rc is None]
-        for row in gone:
-            self.store.reopen_tx(row.id)
-            self.pending[row.id] = _pending_from_row(row, since_block - self.cfg.replace_after_blocks)
-        return gone
+        return self._reopen([r for r, rc in zip(rows, receipts, strict=True) if rc is None], since_block)
 
     # ---- sending ---------------------------------------------------------------------------------
     def _tx_dict(self, to: str, data: bytes, value: int, nonce: int, gas: int, fees: FeeQuote) -> dict:

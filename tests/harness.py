@@ -114,6 +114,19 @@ async def step(engine: Engine) -> Block:
     return head
 
 
+async def run_engine(cfg: dict, blocks: int, *, dry_run: bool = False) -> tuple[Engine, RecordingLog]:
+    """An engine over `blocks` steps; the last step's transactions are mined before it returns, so
+    the test reads a settled chain. The engine is closed."""
+    engine, log = await start_engine(cfg, dry_run=dry_run)
+    try:
+        for _ in range(blocks):
+            await step(engine)
+        await settle_pool(engine)
+    finally:
+        await engine.close()
+    return engine, log
+
+
 class Daemon:
     """`keeper run` as a subprocess with JSON logs captured to a file."""
 

@@ -121,7 +121,6 @@ class PerpV1Adapter(Adapter):
         self.healthy: dict[tuple[str, str], Evaluation] = {}  # see evaluate
         self.clear: dict[tuple[str, str], pm.Position] = {}  # positions found clearly healthy last block
         self.market_inputs: dict[str, tuple[int, int, int, int]] = {}  # amm → (quote, base, cpf, oracle) then
-        self.clear_skip: int | None = None  # the prefilter threshold `clear` was found with
         self.dirty: set[tuple[str, str]] = set()
         self.cursor: int = -1
         self.last_rediscover = -1
@@ -450,9 +449,9 @@ class PerpV1Adapter(Adapter):
         # A market whose reserves, oracle price and funding did not move since the last block leaves
         # every unchanged position's spot ratio as it was: one found clearly healthy stays so, unpriced.
         inputs = {a: (m.quote_reserve, m.base_reserve, m.cpf, m.oracle_price) for a, m in states.items()}
-        quiet = {a for a, v in inputs.items() if self.market_inputs.get(a) == v} if skip is not None and skip == self.clear_skip else set()
-        clear, self.clear = self.clear, {}
-        self.market_inputs, self.clear_skip = inputs, skip
+        quiet = {a for a, v in inputs.items() if self.market_inputs.get(a) == v} if skip is not None else set()
+        self.market_inputs = inputs
+        clear, self.clear = self.clear, {}  # no per-position allocation: this loop runs every block
         out: list[Evaluation] = []
         for k, pos in self.positions.items():
             m = states.get(k[0])
@@ -467,8 +466,7 @@ class PerpV1Adapter(Adapter):
             e = self._evaluate_one(h.key, pos, m, mi, skip)
             if e is None:
                 self.clear[k] = pos
-                e = h
-            out.append(e)
+            out.append(e or h)
         return out
 
     @staticmethod

@@ -6,6 +6,8 @@ The keeper's own transactions never go through here: they are signed by the keep
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from web3 import HTTPProvider, Web3
@@ -111,6 +113,16 @@ class DevChain:
     def revert_to(self, snap: str) -> None:
         if not self.rpc("evm_revert", [snap]):
             raise RuntimeError(f"evm_revert({snap}) failed")
+
+    @contextmanager
+    def reverted(self) -> Iterator[DevChain]:
+        """Every state change inside is undone afterwards (automining back on, then evm_revert)."""
+        snap = self.snapshot()
+        try:
+            yield self
+        finally:
+            self.set_automine(True)
+            self.revert_to(snap)
 
     def set_balance(self, address: str, wei: int) -> None:
         self.rpc("anvil_setBalance", [address, hex(wei)])

@@ -178,47 +178,17 @@ def twap_terms(snapshots: list[Snapshot] | tuple[Snapshot, ...], now: int, inter
 
 
 def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
-    """output_twap from precomputed terms: the hot loop of the per-block evaluation, so _output
-    is inlined (same maths and reverts, in the contract's order)."""
+    """output_twap from precomputed terms: Σ output price at each snapshot × its weight / divisor,
+    with the contract's reverts in its order (newest snapshot first). The per-block evaluation uses
+    TwapMemo, which gives the same integer incrementally."""
+    add = dir_base == Dir.ADD_TO_AMM
     weighted = 0
-    if base != 0 and dir_base == Dir.ADD_TO_AMM:
+    if base != 0:
         for q, b, kw, weight in twap.terms:
-            quote_after, rest = divmod(kw, b + base)
-            sold = quote_after - q if quote_after > q else q - quote_after
-            if rest:
-                if sold == 0:
-                    raise AmmMathError("SafeMath: subtraction overflow")
-                sold -= 1
-            weighted += sold * weight
-    elif base != 0:
-        for q, b, kw, weight in twap.terms:
-            if b <= base:
-                raise AmmMathError("base asset after is 0")
-            quote_after, rest = divmod(kw, b - base)
-            sold = quote_after - q if quote_after > q else q - quote_after
-            if rest:
-                sold += 1
-            weighted += sold * weight
+            weighted += _output(add, base, q, b, kw) * weight
     if twap.divisor == 0:
         raise AmmMathError("division by zero")
     return weighted // twap.divisor
-
-
-def _sold(add: bool, base: int, q: int, kw: int, b: int) -> int:
-    """One snapshot's term of getOutputTwap (the loop body of twap_output)."""
-    if add:
-        quote_after, rest = divmod(kw, b + base)
-        sold = quote_after - q if quote_after > q else q - quote_after
-        if rest:
-            if sold == 0:
-                raise AmmMathError("SafeMath: subtraction overflow")
-            sold -= 1
-        return sold
-    if b <= base:
-        raise AmmMathError("base asset after is 0")
-    quote_after, rest = divmod(kw, b - base)
-    sold = quote_after - q if quote_after > q else q - quote_after
-    return sold + 1 if rest else sold
 
 
 class _TwapRun:
@@ -293,9 +263,7 @@ class TwapMemo:
         """== twap_output(dir_base, base, m.twap)."""
         twap = m.twap
         if base == 0:
-            if twap.divisor == 0:
-                raise AmmMathError("division by zero")
-            return 0
+            return twap_output(dir_base, 0, twap)
         if self._state is not m:
             self._align(m)
         serial0, n = self._window
@@ -309,7 +277,7 @@ class TwapMemo:
         while have < serial0 + n:  # the snapshots this run has not priced yet
             s = chain[have - cs]
             q, b = s.quote_reserve, s.base_reserve
-            sold = _sold(add, base, q, mul_d(q, b) * WAD, b)
+            sold = _output(add, base, q, b, mul_d(q, b) * WAD)
             if run.solds:
                 prev = chain[have - 1 - cs]
                 run.cums.append(run.cums[-1] + run.solds[-1] * (s.timestamp - prev.timestamp))

@@ -46,9 +46,8 @@ def deployments(module_chain) -> dict[str, LlammaDeployment]:
 @pytest.fixture
 def fresh(module_chain):
     """Every state change of the test is reverted afterwards."""
-    snap = module_chain.snapshot()
-    yield module_chain
-    module_chain.revert_to(snap)
+    with module_chain.reverted():
+        yield module_chain
 
 
 @pytest.fixture(params=list(MARKETS))

@@ -10,7 +10,7 @@ from keeper.devtools.chain import DevChain
 from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
 from keeper.risk import llamma as lm
 from tests.conftest import start_anvil
-from tests.harness import KEEPER, keeper_config, open_adapter, settle_pool, start_engine, step
+from tests.harness import KEEPER, keeper_config, open_adapter, run_engine, settle_pool, start_engine, step
 
 pytestmark = pytest.mark.chain
 E = 10**18
@@ -36,24 +36,21 @@ def soft_world(request, wide_chain: DevChain):
     """16 loans (N = 4…11 bands, 80–95 % of max LTV); the oracle lowered 12 % in 6 steps with
     arbitrage after each (soft liquidation). Returns (market, borrowers, arbitrageur)."""
     chain = wide_chain
-    snap = chain.snapshot()
-    m = deploy_llamma(chain, **VARIANTS[request.param])
-    users = [a for a in chain.w3.eth.accounts[10:26]]
-    for i, u in enumerate(users):
-        n, col = 4 + i % 8, m.units(5 + i)
-        m.create_loan(u, col, m.max_borrowable(col, n) * (80 + i) // 100, n)
-    arb = chain.w3.eth.accounts[27]
-    m.lower_price_in_steps(m.oracle_price() * 88 // 100, 6, arb)
-    yield m, users, arb
-    chain.revert_to(snap)
+    with chain.reverted():
+        m = deploy_llamma(chain, **VARIANTS[request.param])
+        users = [a for a in chain.w3.eth.accounts[10:26]]
+        for i, u in enumerate(users):
+            n, col = 4 + i % 8, m.units(5 + i)
+            m.create_loan(u, col, m.max_borrowable(col, n) * (80 + i) // 100, n)
+        arb = chain.w3.eth.accounts[27]
+        m.lower_price_in_steps(m.oracle_price() * 88 // 100, 6, arb)
+        yield m, users, arb
 
 
 @pytest.fixture
 def world(soft_world, wide_chain):
-    snap = wide_chain.snapshot()
-    yield soft_world
-    wide_chain.set_automine(True)
-    wide_chain.revert_to(snap)
+    with wide_chain.reverted():
+        yield soft_world
 
 
 def sharp_step(m: LlammaDeployment, percent: int) -> None:
@@ -67,14 +64,7 @@ def utl(m: LlammaDeployment) -> set[str]:
 
 async def run_keeper(m, tmp_path, blocks: int = 3, **over):
     cfg = keeper_config(m.chain.url, tmp_path / "k.sqlite", [llamma_protocol(m, **over.pop("protocol", {}))], **over)
-    engine, log = await start_engine(cfg)
-    try:
-        for _ in range(blocks):
-            await step(engine)
-        await settle_pool(engine)  # the last step's transactions are mined before the test reads the chain
-    finally:
-        await engine.close()
-    return engine, log
+    return await run_engine(cfg, blocks)
 
 
 async def test_scenario_liquidates_exactly_users_to_liquidate_and_leaves_soft_loans(world, tmp_path):
@@ -373,8 +363,7 @@ async def test_m2_weth_market_pays_full_liquidations_in_native_eth(wide_chain, t
     keeper receives native ETH (its balance moves by collateral − gas, to the wei), no WETH, and the
     landed reward is the estimate; a partial `frac` (use_eth=False) is paid in WETH."""
     chain = wide_chain
-    snap = chain.snapshot()
-    try:
+    with chain.reverted():
         m = deploy_llamma(chain, variant="m2", weth_collateral=True)
         assert m.collateral_is_weth
         users = list(chain.w3.eth.accounts[10:16])
@@ -397,13 +386,13 @@ async def test_m2_weth_market_pays_full_liquidations_in_native_eth(wide_chain, t
         landed = {r["tx"]: r for r in log.events("liquidation_landed")}
         assert len(evs) >= 2 and cheapest in {e["args"]["user"] for e in evs}
         eth_in = weth_in = gas = 0
-        hashes = {"0x" + e["transactionHash"].hex().removeprefix("0x") for e in evs} | {r["tx"] for r in log.events("approval_sent")}
+        hashes = {e["transactionHash"].to_0x_hex() for e in evs} | {r["tx"] for r in log.events("approval_sent")}
         for tx in hashes:
             rc = chain.w3.eth.get_transaction_receipt(tx)
             gas += rc.gasUsed * rc.effectiveGasPrice
         kinds = set()
         for e in evs:
-            tx = "0x" + e["transactionHash"].hex().removeprefix("0x")
+            tx = e["transactionHash"].to_0x_hex()
             full = bytes(chain.w3.eth.get_transaction(tx)["input"])[:4] == bytes.fromhex("bcbaf487")  # liquidate(user, min_x)
             kinds.add("full" if full else "frac")
             if full:
@@ -417,6 +406,3 @@ async def test_m2_weth_market_pays_full_liquidations_in_native_eth(wide_chain, t
         assert kinds == {"full", "frac"} and eth_in > 0 and weth_in > 0 and len(landed) >= len(evs) - 1
         assert chain.w3.eth.get_balance(KEEPER) - eth0 == eth_in - gas
         assert m.collateral.functions.balanceOf(KEEPER).call() - weth0 == weth_in
-    finally:
-        chain.set_automine(True)
-        chain.revert_to(snap)

@@ -623,10 +623,9 @@ def test_m2_eth_payout_needs_a_payable_liquidator(deployments, fresh, accounts):
     with pytest.raises(TxFailed):
         m.chain.tx(via_bot(ctl.liquidate(alice, 0)), sender=keeper, gas=3_000_000)
     # ... unless it passes use_eth=False (gets WETH) or accepts ETH
-    snap = m.chain.snapshot()
-    m.chain.tx(via_bot(ctl.liquidate(alice, 0, False)), sender=keeper)
-    assert m.collateral.functions.balanceOf(bot.address).call() == y
-    m.chain.revert_to(snap)
+    with m.chain.reverted():
+        m.chain.tx(via_bot(ctl.liquidate(alice, 0, False)), sender=keeper)
+        assert m.collateral.functions.balanceOf(bot.address).call() == y
     m.chain.tx(bot.functions.set_accept_eth(True), sender=keeper)
     m.chain.tx(via_bot(ctl.liquidate(alice, 0)), sender=keeper)
     assert m.chain.w3.eth.get_balance(bot.address) == y

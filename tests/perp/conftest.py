@@ -28,21 +28,15 @@ def perp22_deployment(module_chain, perp_deployment) -> PerpDeployment:
 @pytest.fixture
 def perp(perp_deployment):
     """The v2.3 deployment; every state change of the test is reverted afterwards."""
-    chain = perp_deployment.chain
-    snap = chain.snapshot()
-    yield perp_deployment
-    chain.set_automine(True)
-    chain.revert_to(snap)
+    with perp_deployment.chain.reverted():
+        yield perp_deployment
 
 
 @pytest.fixture
 def perp22(perp22_deployment):
     """The v2.2 deployment; every state change of the test is reverted afterwards."""
-    chain = perp22_deployment.chain
-    snap = chain.snapshot()
-    yield perp22_deployment
-    chain.set_automine(True)
-    chain.revert_to(snap)
+    with perp22_deployment.chain.reverted():
+        yield perp22_deployment
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def test_daemon_liquidates_through_a_crash_and_exits_0_on_sigterm(anvil, tmp_pat
         landed = daemon.events("liquidation_landed")
         assert len(landed) == len(on_chain) == len(keeper_liquidations(perp, start))
         ch = perp.clearing_house.events.PositionLiquidated
-        hashes = {"0x" + x["transactionHash"].hex().removeprefix("0x") for x in ch.get_logs(from_block=start)}
+        hashes = {x["transactionHash"].to_0x_hex() for x in ch.get_logs(from_block=start)}
         assert {r["tx"] for r in landed} == hashes
         assert all(int(r["reward"]) > 0 and r["trader"] in {t for _, t in book} for r in landed)
     finally:

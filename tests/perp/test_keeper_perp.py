@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from keeper.devtools.perp_env import BUY, SELL, SPOT_PRICE, USDC_UNIT
 from keeper.risk import perp as pm
-from tests.harness import KEEPER, keeper_config, perp_protocol, settle_pool, start_engine, step
+from tests.harness import KEEPER, keeper_config, perp_protocol, run_engine, start_engine, step
 
 pytestmark = pytest.mark.chain
 E = 10**18
@@ -37,13 +37,7 @@ def crash(perp, whale: str, price: int, oracle: int | None = None) -> None:
 
 async def run_keeper(perp, tmp_path, blocks: int = 2, dry_run: bool = False, **over):
     cfg = keeper_config(perp.chain.url, tmp_path / "k.sqlite", [perp_protocol(perp, **over.pop("protocol", {}))], **over)
-    engine, log = await start_engine(cfg, dry_run=dry_run)
-    try:
-        for _ in range(blocks):
-            await step(engine)
-        await settle_pool(engine)  # the last step's transactions are mined before the test reads the chain
-    finally:
-        await engine.close()
+    _engine, log = await run_engine(cfg, blocks, dry_run=dry_run)
     return log
 
 

@@ -79,8 +79,7 @@ def apply(perp, accounts, action) -> None:
 @given(positions=st.lists(position_st, min_size=1, max_size=5), actions=st.lists(action_st, min_size=1, max_size=6))
 def test_local_margin_ratio_equals_contract(perp_deployment, accounts, positions, actions):
     chain = perp_deployment.chain
-    snap = chain.snapshot()
-    try:
+    with chain.reverted():
         traders = [accounts[n] for n in ("alice", "carol", "dave", "backstop")]
         opened = 0
         for i, (market, side, margin, lev) in enumerate(positions):
@@ -95,45 +94,41 @@ def test_local_margin_ratio_equals_contract(perp_deployment, accounts, positions
             apply(perp_deployment, accounts, action)
         checked = asyncio.run(compare(perp_deployment))
         assert checked >= min(opened, 1)
-    finally:
-        chain.set_automine(True)
-        chain.revert_to(snap)
 
 
 async def test_incremental_twap_equals_contract_block_after_block(perp_deployment, accounts):
     """One adapter kept across 40 blocks of trades (its TWAP memo warm, the 900 s window sliding,
     a position resized midway): every TWAP notional and margin ratio equals the contract's."""
     perp, chain = perp_deployment, perp_deployment.chain
-    snap = chain.snapshot()
-    adapter, rpc, _head = await open_adapter(chain.url, perp_protocol(perp))
-    try:
-        traders = [accounts[n] for n in ("alice", "carol", "dave")]
-        for i, t in enumerate(traders):
-            perp.fund_trader(t, 2000 * E)
-            perp.open_position(t, "ETH", BUY if i % 2 == 0 else SELL, (300 + 100 * i) * E, (2 + 3 * i) * E)
-        checked = 0
-        for n in range(40):
-            side = BUY if n % 3 else SELL
-            perp.fund_trader(accounts["whale"], 20_000 * E)
-            perp.open_position(accounts["whale"], "ETH", side, (2_000 + 500 * (n % 7)) * E, E)
-            if n == 20:
-                perp.open_position(traders[0], "ETH", BUY, 100 * E, 2 * E)  # a new size: a new memo run
-            chain.advance(12 + 37 * (n % 5))
-            chain.mine()
-            head = Block.from_rpc(await rpc.get_block("latest"))
-            await adapter.sync(head)
-            evals = {e.key.account: e for e in adapter.evaluate(head, full=True)}
-            market = perp.amm("ETH").address
-            for t in traders:
-                pos, state = adapter.positions[(market, t)], adapter.states[market]
-                ch = perp.clearing_house.functions
-                (want,), _pnl = ch.getPositionNotionalAndUnrealizedPnl(market, t, TWAP).call(block_identifier=head.number)
-                assert pm.notional(pos, state, pm.PnlOption.TWAP) == want
-                assert pm.twap_output(pos.close_dir, abs(pos.size), state.twap) == want
-                assert evals[t].fields["margin_ratio"] == ch.getMarginRatio(market, t).call(block_identifier=head.number)[0]
-                checked += 1
-        memo = adapter.twap_memos[perp.amm("ETH").address]
-        assert checked == 120 and len(memo.runs) >= len(traders)
-    finally:
-        await rpc.close()
-        chain.revert_to(snap)
+    with chain.reverted():
+        adapter, rpc, _head = await open_adapter(chain.url, perp_protocol(perp))
+        try:
+            traders = [accounts[n] for n in ("alice", "carol", "dave")]
+            for i, t in enumerate(traders):
+                perp.fund_trader(t, 2000 * E)
+                perp.open_position(t, "ETH", BUY if i % 2 == 0 else SELL, (300 + 100 * i) * E, (2 + 3 * i) * E)
+            checked = 0
+            for n in range(40):
+                side = BUY if n % 3 else SELL
+                perp.fund_trader(accounts["whale"], 20_000 * E)
+                perp.open_position(accounts["whale"], "ETH", side, (2_000 + 500 * (n % 7)) * E, E)
+                if n == 20:
+                    perp.open_position(traders[0], "ETH", BUY, 100 * E, 2 * E)  # a new size: a new memo run
+                chain.advance(12 + 37 * (n % 5))
+                chain.mine()
+                head = Block.from_rpc(await rpc.get_block("latest"))
+                await adapter.sync(head)
+                evals = {e.key.account: e for e in adapter.evaluate(head, full=True)}
+                market = perp.amm("ETH").address
+                for t in traders:
+                    pos, state = adapter.positions[(market, t)], adapter.states[market]
+                    ch = perp.clearing_house.functions
+                    (want,), _pnl = ch.getPositionNotionalAndUnrealizedPnl(market, t, TWAP).call(block_identifier=head.number)
+                    assert pm.notional(pos, state, pm.PnlOption.TWAP) == want
+                    assert pm.twap_output(pos.close_dir, abs(pos.size), state.twap) == want
+                    assert evals[t].fields["margin_ratio"] == ch.getMarginRatio(market, t).call(block_identifier=head.number)[0]
+                    checked += 1
+            memo = adapter.twap_memos[perp.amm("ETH").address]
+            assert checked == 120 and len(memo.runs) >= len(traders)
+        finally:
+            await rpc.close()

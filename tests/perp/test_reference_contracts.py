@@ -201,11 +201,10 @@ def test_swap_round_trips_leave_one_wei_to_the_amm(perp):
         (lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)), lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)), (1000 * WAD + 1, 100 * WAD)),
     ]
     for first, second, reserves in cases:
-        snap = chain.snapshot()
-        chain.tx(first())
-        chain.tx(second())
-        assert (f.quoteAssetReserve().call(), f.baseAssetReserve().call()) == reserves
-        chain.revert_to(snap)
+        with chain.reverted():
+            chain.tx(first())
+            chain.tx(second())
+            assert (f.quoteAssetReserve().call(), f.baseAssetReserve().call()) == reserves
     received = f.getInputPrice(REMOVE_FROM_AMM, ten).call()[0]
     receipt = chain.tx(f.swapOutput(ADD_TO_AMM, (received,), (0,)))
     (ev,) = events(amm, "SwapOutput", receipt)
@@ -325,30 +324,27 @@ def test_twap_matches_the_original_perp_test_vectors(perp):
     swaps(t0 + 14, 30)  # 31 snapshots, 14 s apart
     now = t0 + 14 * 31
 
-    snap = chain.snapshot()
-    block = mine_at(chain, now)
-    assert f.getTwapPrice(210).call(**at(block))[0] == 9041666666666666665
-    assert f.getTwapPrice(900).call(**at(block))[0] == 9072580645161290321  # history shorter than 900 s
-    assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1098903664504027596
-    assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82816779977324354961
-    assert f.getOutputTwap(ADD_TO_AMM, (0,)).call(**at(block))[0] == 0
-    assert f.getTwapPrice(0).call(**at(block)) == f.getSpotPrice().call(**at(block))
-    chain.revert_to(snap)
+    with chain.reverted():
+        block = mine_at(chain, now)
+        assert f.getTwapPrice(210).call(**at(block))[0] == 9041666666666666665
+        assert f.getTwapPrice(900).call(**at(block))[0] == 9072580645161290321  # history shorter than 900 s
+        assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1098903664504027596
+        assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82816779977324354961
+        assert f.getOutputTwap(ADD_TO_AMM, (0,)).call(**at(block))[0] == 0
+        assert f.getTwapPrice(0).call(**at(block)) == f.getSpotPrice().call(**at(block))
 
-    snap = chain.snapshot()
-    swaps(now, 1)  # a snapshot taken now has no weight yet
-    assert f.getTwapPrice(210).call()[0] == 9041666666666666665
-    block = mine_at(chain, now + 300)  # the latest snapshot is older than the interval
-    assert f.getTwapPrice(210).call(**at(block))[0] == 8099999999999999998
-    chain.revert_to(snap)
+    with chain.reverted():
+        swaps(now, 1)  # a snapshot taken now has no weight yet
+        assert f.getTwapPrice(210).call()[0] == 9041666666666666665
+        block = mine_at(chain, now + 300)  # the latest snapshot is older than the interval
+        assert f.getTwapPrice(210).call(**at(block))[0] == 8099999999999999998
 
     swaps(now, 34)  # 65 snapshots, 910 s of history
     now = t0 + 14 * 65
-    snap = chain.snapshot()
-    block = mine_at(chain, now)
-    assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1103873668968336329
-    assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82456099260799524707
-    chain.revert_to(snap)
+    with chain.reverted():
+        block = mine_at(chain, now)
+        assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 1103873668968336329
+        assert f.getOutputTwap(ADD_TO_AMM, (10 * WAD,)).call(**at(block))[0] == 82456099260799524707
     swaps(now, 1)
     assert f.getInputTwap(ADD_TO_AMM, (10 * WAD,)).call()[0] == 1103873668968336329
 
@@ -533,8 +529,7 @@ def test_liquidations_match_the_original_perp_test_vectors(small_market_deployme
     v = ORIGINAL_LIQUIDATION_VECTORS[case]
     perp = small_market_deployment
     chain = perp.chain
-    snap = chain.snapshot()
-    try:
+    with chain.reverted():
         alice, bob, carol = accounts["alice"], accounts["whale"], accounts["carol"]
         for who in (alice, bob):
             perp.fund_trader(who, 100 * WAD)
@@ -554,8 +549,6 @@ def test_liquidations_match_the_original_perp_test_vectors(small_market_deployme
             assert perp.margin_ratio(ETH, alice) == v["margin_ratio_after"]
         assert perp.usdc_balance(carol) == v["carol"]
         assert perp.usdc_balance(perp.insurance_fund.address) == v["fund"]
-    finally:
-        chain.revert_to(snap)
 
 
 def test_full_liquidation_without_bad_debt(perp, accounts):

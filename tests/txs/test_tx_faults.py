@@ -104,24 +104,36 @@ def test_sigkill_between_send_and_receipt_then_restart_never_sends_twice(anvil, 
     assert len(keeper_liquidations(perp, trader)) == 1 and chain.nonce(KEEPER) == 1
 
 
+STUCK_TX_POLICY = {"tx": {"replace_after_blocks": 2, "fee_bump": "2"},
+                   "gas": {"max_fee_per_gas_gwei": "1000", "max_priority_fee_gwei": "50"}}  # fmt: skip
+
+
+async def send_then_spike_base_fee(engine, log, chain: DevChain) -> dict:
+    """Automining off, one step: the keeper sends its liquidation, then a base-fee spike leaves it
+    out of the next blocks (anvil even evicts it). Returns the liquidation_sent record."""
+    chain.set_automine(False)
+    await step(engine)
+    (sent,) = log.events("liquidation_sent")
+    chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])
+    return sent
+
+
+async def mine_and_step_until(engine, chain: DevChain, done, blocks: int) -> None:
+    """A block, then the keeper's step on it, until `done()` or `blocks` blocks (bounded)."""
+    for _ in range(blocks):
+        chain.mine()
+        await step(engine)
+        if done():
+            return
+
+
 async def test_stuck_transaction_is_replaced_with_the_same_nonce_and_mined(anvil, tmp_path):
     chain = DevChain(anvil.url)
     perp, traders = liquidatable_world(chain)
-    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)],
-                        tx={"replace_after_blocks": 2, "fee_bump": "2"}, gas={"max_fee_per_gas_gwei": "1000",
-                        "max_priority_fee_gwei": "50"})  # fmt: skip
-    engine, log = await start_engine(cfg)
+    engine, log = await start_engine(keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)], **STUCK_TX_POLICY))
     try:
-        chain.set_automine(False)
-        await step(engine)
-        (sent,) = log.events("liquidation_sent")
-        # A base-fee spike: the keeper's transaction no longer fits in blocks (anvil even evicts it).
-        chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])
-        for _ in range(12):
-            chain.mine()
-            await step(engine)
-            if log.events("liquidation_landed"):
-                break
+        sent = await send_then_spike_base_fee(engine, log, chain)
+        await mine_and_step_until(engine, chain, lambda: log.events("liquidation_landed"), blocks=12)
     finally:
         chain.set_automine(True)
         await engine.close()
@@ -142,25 +154,15 @@ async def test_stuck_liquidation_no_longer_valid_is_cancelled(anvil, tmp_path):
     chain = DevChain(anvil.url)
     perp, traders = liquidatable_world(chain)
     trader, rival = traders["ETH"], chain.accounts[5]
-    cfg = keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)],
-                        tx={"replace_after_blocks": 2, "fee_bump": "2"}, gas={"max_fee_per_gas_gwei": "1000",
-                        "max_priority_fee_gwei": "50"})  # fmt: skip
-    engine, log = await start_engine(cfg)
+    engine, log = await start_engine(keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)], **STUCK_TX_POLICY))
     try:
-        chain.set_automine(False)
-        await step(engine)
-        (sent,) = log.events("liquidation_sent")
-        chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])
+        sent = await send_then_spike_base_fee(engine, log, chain)
         # Meanwhile a rival with a generous fee liquidates the position.
         ch = perp.clearing_house
         chain.w3.eth.send_transaction({"from": rival, "to": ch.address, "gas": 1_500_000, "maxFeePerGas": 1000 * GWEI,
                                        "maxPriorityFeePerGas": 10 * GWEI,
                                        "data": ch.functions.liquidate(perp.amm("ETH").address, trader)._encode_transaction_data()})  # fmt: skip
-        for _ in range(14):
-            chain.mine()
-            await step(engine)
-            if any(r["status"] == "cancelled" for r in log.events("tx_settled")):
-                break
+        await mine_and_step_until(engine, chain, lambda: any(r["status"] == "cancelled" for r in log.events("tx_settled")), blocks=14)
     finally:
         chain.set_automine(True)
         await engine.close()
