@@ -158,6 +158,7 @@ class RpcClient:
         max_retries: int = 3,
         batch_size: int = 100,
         backoff_max: float = 5.0,
+        cooldown_base: float = 0.5,
         cooldown_max: float = 60.0,
         on_error: Callable[[str, str], None] | None = None,
     ):
@@ -168,6 +169,7 @@ class RpcClient:
         self.max_retries = max_retries
         self.batch_size = batch_size
         self.backoff_max = backoff_max
+        self.cooldown_base = cooldown_base  # seconds out of rotation after a first failure; doubles per failure
         self.cooldown_max = cooldown_max
         self.on_error = on_error
         self.stats = RpcStats()
@@ -214,7 +216,7 @@ class RpcClient:
         ep.errors += 1
         ep.consecutive_failures += 1
         ep.last_error = message[:300]
-        ep.down_until = time.monotonic() + min(self.cooldown_max, 0.5 * 2 ** (ep.consecutive_failures - 1))
+        ep.down_until = time.monotonic() + min(self.cooldown_max, self.cooldown_base * 2 ** (ep.consecutive_failures - 1))
         if self.on_error is not None:
             self.on_error(ep.url, kind)
         # Prefer the next endpoint from now on; the primary is retried after its cooldown.

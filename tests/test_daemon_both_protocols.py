@@ -50,8 +50,13 @@ def test_one_daemon_liquidates_perp_and_llamma_with_one_nonce_stream(tmp_path):
         def done() -> bool:
             chain.mine()
             perp_liq = perp.clearing_house.events.PositionLiquidated.get_logs(from_block=start)
-            return (not crv.controller.functions.users_to_liquidate().call() and len(perp_liq) >= len(traders)
-                    and not daemon.events("liquidation_sent")[len(daemon.events("liquidation_landed")):])  # fmt: skip
+            if crv.controller.functions.users_to_liquidate().call() or len(perp_liq) < len(traders):
+                return False
+            # Every keeper transaction on chain has its sent line and every liquidation its landed line
+            # (a receipt is read on one of the daemon's next blocks: the chain alone is not enough).
+            sent, approvals = daemon.events("liquidation_sent"), daemon.events("approval_sent")
+            landed = daemon.events("liquidation_landed")
+            return chain.nonce(KEEPER) == len(sent) + len(approvals) and len(landed) == len(sent)
 
         daemon.wait_for(done, timeout=120, what="both protocols liquidated")
         assert daemon.stop(signal.SIGTERM) == 0
