@@ -196,6 +196,9 @@ class HttpConfig(Model):
 class AlertsConfig(Model):
     webhook_url: HttpUrl | None = Field(None, description="JSON POST target for alerts (unhealthy, low balance, failed sends).")
     min_balance_eth: NonNegDec = Field(Decimal("0.05"), description="Alert and report unhealthy below this native balance.")
+    repeat_after: float = Field(
+        600.0, ge=0, description="Seconds before the same alert (kind and subject) is POSTed again; 0 sends every one."
+    )
 
 
 class LogConfig(Model):

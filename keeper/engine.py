@@ -65,7 +65,7 @@ class Engine:
         self.balance_wei: int | None = None
         self.block_failures = 0
         self.heads = HeadWatcher(cfg.chain.ws_url, self.log, timeout=cfg.chain.request_timeout)
-        self.alerts = Alerter(cfg.alerts.webhook_url, self.log, source="keeper")
+        self.alerts = Alerter(cfg.alerts.webhook_url, self.log, source="keeper", min_interval=cfg.alerts.repeat_after)
         self.min_balance = to_units(cfg.alerts.min_balance_eth, 18)
         self._healthy = True
         self._stale_window_start = time.monotonic()
