@@ -9,11 +9,17 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from keeper.devtools.anvil import AnvilProcess
 from keeper.devtools.chain import DevChain
 
 PAST_GENESIS = int(time.time()) - 30 * 86400
+
+# Property tests check values, not speed (speed is measured by scripts/bench_*.py): no per-example
+# deadline and no "too slow" health check, which a loaded 2-core CI machine would trip at random.
+settings.register_profile("keeper", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("keeper")
 
 
 def start_anvil(**kwargs) -> AnvilProcess:

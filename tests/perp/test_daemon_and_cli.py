@@ -184,7 +184,7 @@ def test_check_passes_and_fails_clearly(anvil, tmp_path):
     assert proc.returncode == 1 and "no contract code" in proc.stderr
     down = write_config(tmp_path / "d.toml", keeper_config("http://127.0.0.1:9", tmp_path / "s.sqlite", [perp_protocol(perp)],
                                                              chain={"request_timeout": 1, "max_retries": 1}))  # fmt: skip
-    proc = cli("-c", str(down), "check", timeout=60)
+    proc = cli("-c", str(down), "check")
     assert proc.returncode == 1 and "RPC unreachable" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("-c", str(good), "check", env={KEY_ENV: ""})
     assert proc.returncode == 2 and KEY_ENV in proc.stderr

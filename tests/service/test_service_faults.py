@@ -430,7 +430,7 @@ def test_key_loading_keystore_and_clear_failures(world, tmp_path):
         "missing env key (run)": ("run", tmp_path / "env.toml", {}),
     }  # fmt: skip
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(keeper_cli, "-c", str(cfg), cmd, env=env, drop=(KEY_ENV, missing), timeout=60)
+        futures = {name: pool.submit(keeper_cli, "-c", str(cfg), cmd, env=env, drop=(KEY_ENV, missing))
                    for name, (cmd, cfg, env) in cases.items()}  # fmt: skip
         out = {name: f.result() for name, f in futures.items()}
     for name, proc in out.items():

@@ -69,7 +69,7 @@ def test_env_override_errors_name_the_field():
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "keeper", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([sys.executable, "-m", "keeper", *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 @pytest.mark.parametrize(
