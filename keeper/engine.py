@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any
 
 from keeper.adapters import adapter_class
-from keeper.adapters.base import REINDEX_FROM_START, Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
+from keeper.adapters.base import Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
 from keeper.config import KeeperConfig
 from keeper.alerts import Alerter
 from keeper.gas import FeeCapExceeded, FeePolicy
@@ -505,20 +505,20 @@ class Engine:
             # Transactions the journal saw mined in the last JOURNAL_RECHECK_BLOCKS blocks are
             # checked for their receipts; every adapter re-indexes from its configured start block.
             self.log.warning("history_replaced", block=head.number, note="re-anchoring; re-indexing from the start blocks")
-            if self.txs is not None:  # first: if this read fails, the next block detects the same and retries
-                for row in await self.txs.unsettle_missing(max(0, head.number - JOURNAL_RECHECK_BLOCKS)):
-                    self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
-            for a in self.adapters:
-                await a.rewind(REINDEX_FROM_START)
-            self.store.forget_all_blocks()
-            return
-        self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
-        self.store.forget_blocks_after(ancestor)
-        if self.txs is not None:
-            for row in self.txs.unsettle_after(ancestor):
-                self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
+            # first: if this read fails, the next block detects the same and retries
+            reopened = await self.txs.unsettle_missing(max(0, head.number - JOURNAL_RECHECK_BLOCKS)) if self.txs else []
+            rewind_to = -1
+        else:
+            self.log.warning("reorg_detected", block=head.number, common_ancestor=ancestor, depth=head.number - ancestor)
+            self.store.forget_blocks_after(ancestor)
+            reopened = self.txs.unsettle_after(ancestor) if self.txs else []
+            rewind_to = ancestor
+        for row in reopened:
+            self.log.warning("tx_unmined_by_reorg", tx=row.tx_hash, nonce=row.nonce, key=row.key, block=row.mined_block)
         for a in self.adapters:
-            await a.rewind(ancestor)
+            await a.rewind(max(rewind_to, a.config.start_block - 1))  # never before the configured start block
+        if ancestor is None:
+            self.store.forget_all_blocks()
 
     # ---- scan ---------------------------------------------------------------------------------------
     async def scan(self, head: Block) -> list[dict]:

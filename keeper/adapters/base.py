@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from keeper.store import Store
 
 
-REINDEX_FROM_START = -1  # Adapter.rewind: history replaced, index again from the configured start block
-
 @dataclass(frozen=True)
 class Block:
     number: int
@@ -174,8 +172,8 @@ class Adapter(ABC):
         """Fetch what `evaluate(full=True)` needs beyond the per-block state (scan only)."""
 
     async def rewind(self, block_number: int) -> None:  # noqa: B027 - optional hook
-        """A reorg replaced blocks after `block_number`: forget what was indexed from them.
-        REINDEX_FROM_START (−1): history was replaced entirely; index again from the start block."""
+        """A reorg replaced blocks after `block_number` (never before the configured start block − 1):
+        forget what was indexed from them."""
 
     def market_label(self, market: str) -> str:
         return market

@@ -611,7 +611,7 @@ class LlammaAdapter(Adapter):
         return "reverted", "reverted (passes now)"
 
     async def rewind(self, block_number: int) -> None:
-        self.cursor = max(min(self.cursor, block_number), self.cfg.start_block - 1)  # REINDEX_FROM_START → start_block
+        self.cursor = min(self.cursor, block_number)
         self.dirty.update(self.loans)
 
 

@@ -593,7 +593,7 @@ class PerpV1Adapter(Adapter):
 
     async def rewind(self, block_number: int) -> None:
         """Re-index events after `block_number` and re-read every position they touch."""
-        self.cursor = max(min(self.cursor, block_number), self.cfg.start_block - 1)  # REINDEX_FROM_START → start_block
+        self.cursor = min(self.cursor, block_number)
         self.dirty.update(self.positions)
         for cache in self.snapshots.values():
             cache.items.clear()

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -175,6 +176,22 @@ async def test_stuck_liquidation_no_longer_valid_is_cancelled(anvil, tmp_path):
     assert chain.nonce(KEEPER) == sent["nonce"] + 1
 
 
+async def step_through_new_history(engine, chain: DevChain) -> None:
+    """The keeper's step on the rewritten head, then four more blocks: it detects the reorg, rewinds,
+    re-simulates the liquidation whose block vanished and replaces it at its nonce."""
+    await step(engine)
+    await mine_and_step_until(engine, chain, lambda: False, blocks=4)
+
+
+def assert_liquidated_once_after_reorg(perp, trader: str, chain: DevChain, tmp_path: Path) -> None:
+    # replaced at the same nonce: exactly one liquidation on the canonical chain …
+    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [KEEPER]
+    assert chain.nonce(KEEPER) == 1
+    # … and one row in the journal, mined under a new hash: nothing double-counted
+    rows = engine_journal(tmp_path)
+    assert len(rows) == 1 and rows[0]["status"] == "mined" and len(json.loads(rows[0]["hashes"])) >= 2
+
+
 async def test_reorg_rewinds_the_index_and_counts_the_liquidation_once(anvil, tmp_path):
     chain = DevChain(anvil.url)
     perp, traders = liquidatable_world(chain)
@@ -194,20 +211,12 @@ async def test_reorg_rewinds_the_index_and_counts_the_liquidation_once(anvil, tm
         liq_block = chain.w3.eth.get_transaction_receipt(landed["tx"]).blockNumber
         chain.rpc("anvil_reorg", [chain.block_number() - liq_block + 1, []])  # the liquidation and bob's position vanish
         assert keeper_liquidations(perp, trader) == [] and chain.nonce(KEEPER) == 0
-        for _ in range(4):
-            await step(engine)
-            chain.mine()
-        await step(engine)
+        await step_through_new_history(engine, chain)
     finally:
         await engine.close()
     assert log.events("reorg_detected") and log.events("tx_unmined_by_reorg")
     assert (perp.amm("BTC").address, bob) not in adapter.positions  # index rewound
-    # re-simulated and replaced at the same nonce: exactly one liquidation on the canonical chain …
-    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [KEEPER]
-    assert chain.nonce(KEEPER) == 1
-    # … and one in the journal: nothing double-counted
-    rows = engine_journal(tmp_path)
-    assert len(rows) == 1 and rows[0]["status"] == "mined" and len(json.loads(rows[0]["hashes"])) >= 2
+    assert_liquidated_once_after_reorg(perp, trader, chain, tmp_path)
     summary = engine_summary(tmp_path)
     assert summary["landed"] == 1
     assert engine.metrics.registry.get_sample_value("keeper_reorgs_total") == 1
@@ -294,14 +303,9 @@ async def test_reorg_deeper_than_tracked_reindexes_from_start_and_reopens_lost_t
         assert depth > 64
         chain.rpc("anvil_reorg", [depth, [[carol_tx, 0]]])  # the new history: carol's position, no liquidation, no bob
         assert keeper_liquidations(perp, trader) == [] and chain.nonce(KEEPER) == 0
-        for _ in range(4):
-            await step(engine)
-            chain.mine()
-        await step(engine)
+        await step_through_new_history(engine, chain)
     finally:
         await engine.close()
     assert log.events("history_replaced") and log.events("tx_unmined_by_reorg")
     assert (btc, bob) not in adapter.positions and (btc, carol) in adapter.positions
-    assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [KEEPER] and chain.nonce(KEEPER) == 1
-    (row,) = engine_journal(tmp_path)
-    assert row["status"] == "mined" and len(json.loads(row["hashes"])) >= 2
+    assert_liquidated_once_after_reorg(perp, trader, chain, tmp_path)
