@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 $(ANVIL_STAMP): tools/package.json tools/package-lock.json
-	cd tools && npm install --no-audit --no-fund --loglevel=error
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	@ls tools/node_modules/@foundry-rs/anvil-*/bin/anvil >/dev/null
 	@touch $@
 

@@ -12,9 +12,9 @@ from collections import Counter
 from typing import Any
 
 from keeper.adapters import adapter_class
-from keeper.adapters.base import Adapter, Block, Context, Evaluation, Plan, PositionKey, Status
-from keeper.config import KeeperConfig
+from keeper.adapters.base import Adapter, Context
 from keeper.alerts import Alerter
+from keeper.config import KeeperConfig
 from keeper.gas import FeeCapExceeded, FeePolicy
 from keeper.heads import HeadWatcher
 from keeper.keys import Signer, load_signer
@@ -26,6 +26,7 @@ from keeper.risk.profit import decide, gas_cost_in_quote
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError, RpcUnavailable, call_object
 from keeper.store import Store
 from keeper.txs import Finished, PendingTx, SendRejected, TxManager
+from keeper.types import Block, Evaluation, Plan, PositionKey, Status
 from keeper.units import WAD, to_units
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"

@@ -261,7 +261,7 @@ class RpcClient:
                     raise TransportError(ep.url, f"HTTP {resp.status}: {text[:200]}")
         except TransportError:
             raise
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise TransportError(ep.url, f"timeout after {self.timeout}s") from None
         except aiohttp.ClientError as exc:
             raise TransportError(ep.url, f"{type(exc).__name__}: {exc}") from None

@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from keeper.adapters.base import Block, Plan, PositionKey
 from keeper.config import TxConfig
 from keeper.gas import FeePolicy, FeeQuote
 from keeper.keys import Signer
 from keeper.rpc import RpcClient, RpcError, RpcUnavailable, TransportError
 from keeper.store import Store, TxRow
+from keeper.types import Block, Plan, PositionKey
 
 CANCEL_GAS = 21_000
 

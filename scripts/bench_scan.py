@@ -48,14 +48,14 @@ from eth_utils import keccak, to_checksum_address
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keeper.adapters.base import Block  # noqa: E402
 from keeper.config import parse_config  # noqa: E402
 from keeper.devtools.anvil import AnvilProcess  # noqa: E402
 from keeper.devtools.chain import DevChain  # noqa: E402
 from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, WAD, PerpDeployment, deploy_perp  # noqa: E402
 from keeper.engine import Engine  # noqa: E402
 from keeper.log import configure_logging  # noqa: E402
-from keeper.rpc import RpcClient, RpcError  # noqa: E402
+from keeper.rpc import RpcClient  # noqa: E402
+from keeper.types import Block  # noqa: E402
 from tests.harness import KEEPER_KEY, KEY_ENV, keeper_config, perp_protocol  # noqa: E402
 
 BLOCK_SECONDS = 12

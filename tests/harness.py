@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from keeper.adapters.base import Block
 from keeper.config import parse_config
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.configfile import write_config  # noqa: F401 - re-exported for tests
 from keeper.devtools.logs import read_events
 from keeper.engine import Engine
+from keeper.types import Block
 
 KEEPER_KEY = ANVIL_KEYS[9]  # TEST KEY ONLY (anvil default account 9)
 KEEPER = ANVIL_ADDRESSES[9]

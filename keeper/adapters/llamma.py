@@ -21,11 +21,12 @@ from eth_utils import to_checksum_address
 from pydantic import Field, model_validator
 
 from keeper.abi import Abi, abi, code_has_selector, flat_decoder, implementation_code
-from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
+from keeper.adapters.base import Adapter
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.multicall import Call, CallFailed
 from keeper.risk import llamma as lm
 from keeper.rpc import ExecutionReverted, RpcError
+from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
 
 WAD = 10**18

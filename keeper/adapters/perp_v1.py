@@ -20,12 +20,13 @@ from eth_utils import to_checksum_address
 from pydantic import Field
 
 from keeper.abi import abi, code_has_selector, flat, flat_decoder, implementation_code
-from keeper.adapters.base import Adapter, Block, Evaluation, Outcome, Plan, PositionKey, Status
+from keeper.adapters.base import Adapter
 from keeper.config import Address, Model, ProtocolConfig, Ratio
 from keeper.config import NonNegDec as _NonNegDec
 from keeper.multicall import Call, CallFailed
 from keeper.risk import perp as pm
 from keeper.rpc import RpcError
+from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
 
 CH = abi("perp/ClearingHouse")

@@ -4,6 +4,7 @@ receipts; every test asserts on-chain state, balances, events or log fields."""
 from __future__ import annotations
 
 import pytest
+
 from keeper.devtools.perp_env import BUY, SELL, SPOT_PRICE, USDC_UNIT
 from keeper.risk import perp as pm
 from tests.harness import KEEPER, keeper_config, perp_protocol, run_engine, start_engine, step
@@ -311,7 +312,7 @@ async def test_short_positions_and_second_market(perp, accounts, tmp_path):
 async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices_them(perp, accounts, tmp_path):
     """Blocks where a market's reserves, oracle and funding did not move reuse last block's
     "clearly healthy" verdicts; a trade or a funding payment prices every position again."""
-    from keeper.adapters.base import Block  # noqa: PLC0415
+    from keeper.types import Block  # noqa: PLC0415
     from tests.harness import open_adapter  # noqa: PLC0415
 
     alice, carol, whale = accounts["alice"], accounts["carol"], accounts["whale"]
@@ -348,6 +349,6 @@ async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices
 
 
 def pm_status(name: str):
-    from keeper.adapters.base import Status  # noqa: PLC0415
+    from keeper.types import Status  # noqa: PLC0415
 
     return Status(name)

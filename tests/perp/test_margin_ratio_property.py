@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keeper.adapters.base import Block
 from keeper.devtools.chain import TxFailed
 from keeper.devtools.perp_env import BUY, ORACLE, SELL, SPOT_PRICE, TWAP
 from keeper.risk import perp as pm
+from keeper.types import Block
 from tests.harness import open_adapter, perp_protocol
 
 pytestmark = pytest.mark.chain
