@@ -21,8 +21,9 @@ import sys
 from decimal import Decimal
 from typing import Any
 
+import keeper.adapters  # noqa: F401 - registers the protocol kinds with keeper.config
 from keeper import __version__
-from keeper.config import ConfigError, KeeperConfig, iter_help, load_config
+from keeper.config import ConfigError, KeeperConfig, iter_help, iter_protocol_help, load_config
 from keeper.keys import KeyLoadError
 from keeper.log import configure_logging, get_logger
 from keeper.units import fmt_ratio, fmt_units, from_units
@@ -51,14 +52,33 @@ def _err(msg: str) -> None:
     print(f"keeper: {msg}", file=sys.stderr)
 
 
+def _config_help() -> None:
+    """Every setting: dotted name, type, default, help; then the [[protocols]] fields of each kind."""
+
+    def table(rows: list[tuple[str, str, str, str]]) -> None:
+        for name, typ, default, help_ in rows:
+            print(f"  {name:44s} {typ:44s} {default:20s} {help_}".rstrip())
+
+    print("Settings (TOML; any can be overridden by KEEPER__SECTION__FIELD=value). NAME  TYPE  DEFAULT  MEANING\n")
+    table(list(iter_help()))
+    for kind, rows in iter_protocol_help():
+        print(f'\n[[protocols]] kind = "{kind}" (one table per deployment; at least one enabled)\n')
+        table(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config-help":
-        for name, typ, default, help_ in iter_help():
-            print(f"{name:36s} {str(typ):28s} default={default!s:16s} {help_}")
+        _config_help()
         return EXIT_OK
     if args.command == "demo":
-        from keeper.devtools.demo import run_demo  # noqa: PLC0415 - dev dependency (vyper) only here
+        from keeper.devtools.paths import demo_requirements_line  # noqa: PLC0415 - dev tools only here
+
+        needs = demo_requirements_line()  # e.g. from an installed wheel: no anvil, no contract sources
+        if needs is not None:
+            _err(needs)
+            return EXIT_CONFIG
+        from keeper.devtools.demo import run_demo  # noqa: PLC0415
 
         return run_demo(args.workdir)
     try:
@@ -82,26 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG  # pragma: no cover
 
 
-async def _open(cfg: KeeperConfig, *, with_signer: bool, dry_run: bool = False):
-    from keeper.engine import Engine, StartupError  # noqa: PLC0415
-
-    engine = Engine(cfg, dry_run=dry_run, log=get_logger())
-    try:
-        head = await engine.open(with_signer=with_signer)
-    except StartupError as exc:
-        await engine.close()
-        _err(f"startup check failed: {exc}")
-        return None, None
-    except KeyLoadError:
-        await engine.close()
-        raise
-    return engine, head
-
-
 async def _run(cfg: KeeperConfig, dry_run: bool) -> int:
-    engine, _head = await _open(cfg, with_signer=True, dry_run=dry_run)
-    if engine is None:
+    from keeper.daemon import Daemon, StartupError  # noqa: PLC0415 - heavy imports only for the commands that need them
+    from keeper.statelock import StateLocked  # noqa: PLC0415
+
+    try:
+        daemon = await Daemon.open(cfg, dry_run=dry_run, log=get_logger())
+    except StartupError as exc:
+        _err(f"startup check failed: {exc}")
         return EXIT_FAILURE
+    except StateLocked as exc:
+        _err(f"state.path: {exc}")
+        return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,22 +123,22 @@ async def _run(cfg: KeeperConfig, dry_run: bool) -> int:
         from keeper.service import start_http  # noqa: PLC0415
 
         try:
-            runner = await start_http(engine, cfg.http.listen)
+            runner = await start_http(daemon, cfg.http.listen)
         except OSError as exc:
-            await engine.close()
+            await daemon.close()
             _err(f"startup check failed: cannot listen on http.listen = {cfg.http.listen}: {exc}")
             return EXIT_FAILURE
-    task = asyncio.create_task(engine.run(stop))
+    task = asyncio.create_task(daemon.run(stop))
     await stop.wait()
-    engine.log.info("shutdown_requested")
+    daemon.log.info("shutdown_requested")
     try:
         await asyncio.wait_for(task, timeout=cfg.shutdown_timeout)
     except TimeoutError:
-        engine.log.warning("shutdown_timeout", seconds=cfg.shutdown_timeout, note="in-flight block abandoned; journal is durable")
+        daemon.log.warning("shutdown_timeout", seconds=cfg.shutdown_timeout, note="in-flight block abandoned; journal is durable")
     if runner is not None:
         await runner.cleanup()
-    engine.log.info("keeper_stopped", **engine.store.summary())
-    await engine.close()
+    daemon.log.info("keeper_stopped", dry_run=daemon.dry_run, **daemon.store.summary())
+    await daemon.close()
     return EXIT_OK
 
 
@@ -147,66 +159,86 @@ def _short(addr: str) -> str:
 
 
 def _json_value(v: Any, kind: str | None) -> Any:
-    if kind in ("ratio", "amount") and isinstance(v, int):
-        return str(from_units(v).normalize()) if v else "0"
+    """Exact JSON: 1e18 amounts and ratios as decimal strings in token units ("1234.5", "0.0625")."""
+    if kind in ("ratio", "amount") and isinstance(v, int) and not isinstance(v, bool):
+        return format(from_units(v).normalize(), "f") if v else "0"
     if isinstance(v, Decimal):
-        return str(v)
+        return format(v, "f")
     return v
 
 
+SCAN_AMOUNTS = {"est_reward": "amount", "est_cost": "amount", "est_profit": "amount", "min_profit": "amount"}
+
+
 async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
-    engine, head = await _open(cfg, with_signer=False)
-    if engine is None:
+    from keeper.daemon import ReadOnlyKeeper, StartupError  # noqa: PLC0415
+
+    try:
+        keeper = await ReadOnlyKeeper.open(cfg, log=get_logger())
+    except StartupError as exc:
+        _err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     try:
-        rows = await engine.scan(head)
+        rows = await keeper.scan()
     finally:
-        await engine.close()
+        await keeper.close()
+    head = keeper.head
     if risky:
         rows = [r for r in rows if r["status"] != "healthy"]
     kinds: dict[str, dict[str, str]] = {}
     columns: dict[str, list[tuple[str, str, str]]] = {}
-    for a in engine.adapters:
+    for a in keeper.adapters:
         columns[a.name] = a.scan_columns()
-        kinds[a.name] = {f: k for _, f, k in columns[a.name]} | {"est_reward": "amount", "est_cost": "amount", "est_profit": "amount"}
+        kinds[a.name] = {f: k for _, f, k in columns[a.name]} | SCAN_AMOUNTS
     if as_json:
         out = [{k: _json_value(v, kinds.get(r["protocol"], {}).get(k)) for k, v in r.items()} for r in rows]
-        print(json.dumps({"block": head.number, "positions": out}, indent=1))
+        print(json.dumps({"block": head.number, "keeper": keeper.keeper_address, "positions": out}, indent=1))
         return EXIT_OK
-    print(f"block {head.number}: {len(rows)} positions")
-    for a in engine.adapters:
+    print(f"block {head.number}: {len(rows)} positions, as keeper {keeper.keeper_address}")
+    for a in keeper.adapters:
         prow = [r for r in rows if r["protocol"] == a.name]
         if not prow:
             continue
         extra = columns[a.name]
-        headers = ["MARKET", "ACCOUNT", *[h for h, _, _ in extra], "STATUS", "EST REWARD", "EST COST", "EST PROFIT"]
+        headers = ["MARKET", "ACCOUNT", *[h for h, _, _ in extra], "STATUS", "ACTION", "EST REWARD", "EST COST", "EST PROFIT", "MIN PROFIT"]
         table = [headers]
         for r in prow:
             table.append(
-                [r["market"], _short(r["account"]), *[_fmt(r.get(f), k) for _, f, k in extra], r["status"],
-                 _fmt(r["est_reward"], "amount"), _fmt(r["est_cost"], "amount"), _fmt(r["est_profit"], "amount")]
-            )  # fmt: skip
+                [
+                    r["market"],
+                    _short(r["account"]),
+                    *[_fmt(r.get(f), k) for _, f, k in extra],
+                    r["status"],
+                    r["action"] or "-",
+                    _fmt(r["est_reward"], "amount"),
+                    _fmt(r["est_cost"], "amount"),
+                    _fmt(r["est_profit"], "amount"),
+                    _fmt(r["min_profit"], "amount"),
+                ]
+            )
         widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
-        print(f"\n[{a.name}] ({a.kind}, values in {a.value_symbol})")
+        print(f"\n[{a.name}] ({a.kind}, values in {a.value_symbol}; closest to liquidation first)")
         for row in table:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        notes = [r for r in prow if r["status"] not in ("healthy", "partial", "full") and r.get("reason")]
+        for r in notes:
+            print(f"  {_short(r['account'])}: {r['status']}: {r['reason']}")
     return EXIT_OK
 
 
 async def _check(cfg: KeeperConfig) -> int:
-    with_signer = True
-    engine, _head = await _open(cfg, with_signer=with_signer)
-    if engine is None:
-        return EXIT_FAILURE
-    try:
-        rows = await engine.checks()
-    finally:
-        await engine.close()
+    from keeper.daemon import run_checks  # noqa: PLC0415
+
+    rows = await run_checks(cfg, log=get_logger())
     ok = all(r[1] for r in rows)
     for name, good, detail in rows:
         print(f"{'ok ' if good else 'FAIL'}  {name:40s} {detail}")
     print("all checks passed" if ok else "some checks failed")
-    return EXIT_OK if ok else EXIT_FAILURE
+    if ok:
+        return EXIT_OK
+    _err("check failed: " + "; ".join(f"{name}: {detail}" for name, good, detail in rows if not good))
+    key_ok = next((good for name, good, _ in rows if name == "key"), True)
+    return EXIT_FAILURE if key_ok else EXIT_CONFIG  # a key that cannot be loaded is a configuration error
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from keeper.config import GasConfig
 from keeper.units import GWEI, to_units
@@ -35,6 +36,13 @@ class FeeQuote:
     next_base_fee: int  # wei
     legacy: bool = False  # chain without EIP-1559: gasPrice = max_fee_per_gas
 
+    def capped(self, max_fee: int) -> FeeQuote:
+        """The same quote with max fee per gas (and so the tip) no higher than `max_fee` wei."""
+        fee = min(self.max_fee_per_gas, max_fee)
+        tip = min(self.max_priority_fee_per_gas, fee)
+        expected = fee if self.legacy else min(fee, self.next_base_fee + tip)
+        return FeeQuote(fee, tip, expected, self.next_base_fee, self.legacy)
+
     def bumped(self, factor_num: int, factor_den: int, cap_fee: int, cap_tip: int) -> FeeQuote:
         """Replacement fees: both fee fields × factor (ceil), at least +1 wei, under the caps."""
         tip = max(-(-self.max_priority_fee_per_gas * factor_num // factor_den), self.max_priority_fee_per_gas + 1)
@@ -46,7 +54,7 @@ class FeeQuote:
 
 
 class FeePolicy:
-    def __init__(self, cfg: GasConfig):
+    def __init__(self, cfg: GasConfig) -> None:
         self.cfg = cfg
         self.cap_fee = to_units(cfg.max_fee_per_gas_gwei, 9)
         self.cap_tip = to_units(cfg.max_priority_fee_gwei, 9)
@@ -72,10 +80,21 @@ class FeePolicy:
         max_fee = min(self.cap_fee, nxt * self._mult[0] // self._mult[1] + tip)
         return FeeQuote(max_fee, tip, nxt + tip, nxt)
 
-    def gas_limit(self, estimate: int) -> int:
-        """Padded gas limit for a simulated estimate, never above max_gas_limit."""
-        return min(self.cfg.max_gas_limit, estimate * self._gas_mult[0] // self._gas_mult[1] + self.cfg.gas_limit_extra)
+    @property
+    def max_gas_limit(self) -> int:
+        return self.cfg.max_gas_limit
 
-    def bump(self, fees: FeeQuote, cfg_bump) -> FeeQuote:
+    def gas_limit(self, estimate: int) -> int:
+        """Padded gas limit for a simulated estimate: estimate × gas_limit_multiplier + gas_limit_extra.
+
+        Never clipped: a limit below the padded estimate could run out of gas by construction. The
+        execution policy skips (`gas_limit_exceeded`) when this is above `max_gas_limit`."""
+        return estimate * self._gas_mult[0] // self._gas_mult[1] + self.cfg.gas_limit_extra
+
+    def fits(self, gas_limit: int) -> bool:
+        """Is `gas_limit` within the operator's max_gas_limit?"""
+        return gas_limit <= self.cfg.max_gas_limit
+
+    def bump(self, fees: FeeQuote, cfg_bump: Decimal) -> FeeQuote:
         num = int(cfg_bump * 1000)
         return fees.bumped(num, 1000, self.cap_fee, self.cap_tip)

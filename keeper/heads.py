@@ -1,5 +1,5 @@
 """New-head notifications: an `eth_subscribe("newHeads")` websocket when configured, reconnecting
-with backoff; the engine's head poll stays on as the fallback (and safety net) either way."""
+with backoff; the daemon's head poll stays on as the fallback (and safety net) either way."""
 
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ class HeadWatcher:
                     raise
                 except Exception as exc:  # noqa: BLE001 - any ws failure: fall back to polling, reconnect later
                     if self.connected or backoff == 0.5:
-                        self.log.warning("head_subscription_lost", url=self.ws_url, error=f"{type(exc).__name__}: {exc}",
-                                         fallback="polling")  # fmt: skip
+                        self.log.warning(
+                            "head_subscription_lost", url=self.ws_url, error=f"{type(exc).__name__}: {exc}", fallback="polling"
+                        )
                 self.connected = False
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=backoff * (1 + random.random() / 2))

@@ -6,17 +6,17 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from keeper.engine import Engine
+from keeper.daemon import Daemon
 
 
-def build_app(engine: Engine) -> web.Application:
+def build_app(daemon: Daemon) -> web.Application:
     async def health(_request: web.Request) -> web.Response:
-        ok, components = engine.health()
+        ok, components = daemon.health()
         return web.json_response({"status": "ok" if ok else "unhealthy", "components": components}, status=200 if ok else 503)
 
     async def metrics(_request: web.Request) -> web.Response:
-        engine.health()  # refresh keeper_healthy
-        return web.Response(body=engine.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        daemon.health()  # refresh keeper_healthy
+        return web.Response(body=daemon.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/health", health)
@@ -24,9 +24,9 @@ def build_app(engine: Engine) -> web.Application:
     return app
 
 
-async def start_http(engine: Engine, listen: str) -> web.AppRunner:
+async def start_http(daemon: Daemon, listen: str) -> web.AppRunner:
     host, _, port = listen.rpartition(":")
-    runner = web.AppRunner(build_app(engine), access_log=None)
+    runner = web.AppRunner(build_app(daemon), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host or "127.0.0.1", int(port))
     await site.start()

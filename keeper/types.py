@@ -61,7 +61,7 @@ class Status(StrEnum):
 
 @dataclass
 class Evaluation:
-    """One position as local maths sees it (a `keeper scan` row; the engine's prefilter)."""
+    """One position as local maths sees it (a `keeper scan` row; the pipeline's prefilter)."""
 
     key: PositionKey
     status: str
@@ -82,7 +82,7 @@ class Plan:
     expected_reward: int  # value token 1e18, net of what the keeper pays in tokens, before gas
     value: int = 0  # wei
     fields: dict[str, Any] = field(default_factory=dict)
-    # An approval (or other set-up) that must be mined first; the engine sends it and waits.
+    # An approval (or other set-up) that must be mined first; the execution policy sends it and the plan waits.
     prerequisite: Plan | None = None
     typical_gas: int = 0  # used to price a plan that cannot be simulated yet (behind a prerequisite)
 

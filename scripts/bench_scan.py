@@ -6,7 +6,7 @@ For each N (default 1,000 and 10,000) the script
 2. builds N real positions on-chain: N/2 impersonated traders, each funded (USDC mint + approve)
    and opening one position per market (longs and shorts, margin 50–1,000 USDC, leverage 1–10x),
    sent as JSON-RPC batches of eth_sendTransaction with automine off and mined 250 per block;
-3. runs the daemon's own per-block path, `Engine.process(head)` in dry run (sync → evaluate →
+3. runs the daemon's own per-block path, `Daemon.process(head)` in dry run (sync → evaluate →
    candidate selection → confirm → simulate; nothing is sent), after the daemon's head poll, over
      steady   new empty blocks, no price move;
      move     every block of a market move (ETH −move, BTC +move in `ramp` blocks, then held with
@@ -49,10 +49,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from keeper.config import parse_config  # noqa: E402
+from keeper.daemon import Daemon  # noqa: E402
 from keeper.devtools.anvil import AnvilProcess  # noqa: E402
 from keeper.devtools.chain import DevChain  # noqa: E402
 from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, WAD, PerpDeployment, deploy_perp  # noqa: E402
-from keeper.engine import Engine  # noqa: E402
 from keeper.log import configure_logging  # noqa: E402
 from keeper.rpc import RpcClient  # noqa: E402
 from keeper.types import Block  # noqa: E402
@@ -157,8 +157,12 @@ async def build_positions(url: str, perp: PerpDeployment, n: int, seed: int) -> 
             funding.append(tx(t, usdc, calldata("approve(address,uint256)", ch, 2**256 - 1), 100_000, 0))
         blocks = await send_and_mine(rpc, funding)
         a0, s0, m0, l0 = opens[traders[0]][0]
-        gas = 2 * int(await rpc.request("eth_estimateGas", [{"from": traders[0], "to": ch,
-                                                             "data": calldata(OPEN, a0, s0, (m0,), (l0,), (0,))}]), 16)  # fmt: skip
+        gas = 2 * int(
+            await rpc.request(
+                "eth_estimateGas", [{"from": traders[0], "to": ch, "data": calldata(OPEN, a0, s0, (m0,), (l0,), (0,))}]
+            ),
+            16,
+        )
         trades = [
             tx(t, ch, calldata(OPEN, amm, side, (margin,), (lev,), (0,)), gas, 1 + k)
             for t in traders
@@ -187,12 +191,25 @@ class Market:
     async def fund_whale(self) -> None:
         await self.rpc.request("anvil_setBalance", [WHALE, hex(10**21)])
         await self.rpc.request("evm_setAutomine", [False])
-        await send_and_mine(self.rpc, [
-            tx(self.perp.chain.admin, self.perp.usdc.address, calldata("mint(address,uint256)", WHALE, 10**9 * 10**6),
-               150_000, await self._nonce(self.perp.chain.admin)),
-            tx(WHALE, self.perp.usdc.address, calldata("approve(address,uint256)", self.perp.clearing_house.address,
-                                                       2**256 - 1), 100_000, await self._nonce(WHALE)),
-        ])  # fmt: skip
+        await send_and_mine(
+            self.rpc,
+            [
+                tx(
+                    self.perp.chain.admin,
+                    self.perp.usdc.address,
+                    calldata("mint(address,uint256)", WHALE, 10**9 * 10**6),
+                    150_000,
+                    await self._nonce(self.perp.chain.admin),
+                ),
+                tx(
+                    WHALE,
+                    self.perp.usdc.address,
+                    calldata("approve(address,uint256)", self.perp.clearing_house.address, 2**256 - 1),
+                    100_000,
+                    await self._nonce(WHALE),
+                ),
+            ],
+        )
 
     async def step(self, targets: dict[str, int], oracle: dict[str, int]) -> None:
         """One block: trade each market's spot to its target, set the oracle prices."""
@@ -207,8 +224,9 @@ class Market:
                 txs.append(tx(WHALE, self.perp.clearing_house.address, data, 3_000_000, await self._nonce(WHALE)))
         for name, price in oracle.items():
             data = calldata("setPrice(bytes32,uint256)", self.perp.price_feed_keys[name], price)
-            txs.append(tx(self.perp.chain.admin, self.perp.price_feed.address, data, 100_000,
-                          await self._nonce(self.perp.chain.admin)))  # fmt: skip
+            txs.append(
+                tx(self.perp.chain.admin, self.perp.price_feed.address, data, 100_000, await self._nonce(self.perp.chain.admin))
+            )
         await send_and_mine(self.rpc, txs)
 
 
@@ -232,7 +250,7 @@ class BlockStats:
 class Probe:
     """Times the engine's per-block sections by wrapping the real methods (the path is unchanged)."""
 
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Daemon):
         self.engine = engine
         self.adapter = engine.adapters[0]
         self.cur = BlockStats()
@@ -291,7 +309,7 @@ class Probe:
         setattr(obj, name, wrapped)
 
     async def block(self) -> BlockStats:
-        """The daemon's step for one new head: poll it, then Engine.process."""
+        """The daemon's step for one new head: poll it, then Daemon.process."""
         rpc = self.engine.rpc
         self.cur = BlockStats()
         calls0, http0, methods0 = rpc.stats.calls, rpc.stats.http_requests, Counter(rpc.stats.by_method)
@@ -319,10 +337,9 @@ def engine_config(url: str, perp: PerpDeployment, state: Path) -> dict:
     return keeper_config(url, state, [perp_protocol(perp)])
 
 
-async def open_engine(url: str, perp: PerpDeployment, state: Path) -> Engine:
+async def open_engine(url: str, perp: PerpDeployment, state: Path) -> Daemon:
     os.environ[KEY_ENV] = KEEPER_KEY
-    engine = Engine(parse_config(engine_config(url, perp, state), environ={}), dry_run=True)
-    await engine.open()
+    engine = await Daemon.open(parse_config(engine_config(url, perp, state), environ={}), dry_run=True)
     return engine
 
 
@@ -335,11 +352,15 @@ def med_max(values: list[float]) -> str:
 
 
 def print_phase_table(phases: dict[str, list[BlockStats]]) -> None:
-    print(f"{'phase':<9} {'blocks':>6} {'wall ms':>15} {'sync ms':>13} {'eval ms':>15} {'eval cpu ms':>15} "
-          f"{'confirm+sim ms':>15} {'rpc calls':>9} {'http':>5} {'reads':>6} {'candidates':>10} {'twap evals':>10}")  # fmt: skip
-    print("  (ms: median / max per block; eval = adapter.evaluate + engine status tracking, cpu = its thread CPU time;\n"
-          "   rpc calls (JSON-RPC, head poll included), http, reads (contract calls inside Multicall3), candidates,\n"
-          "   twap evals (positions given the full TWAP/oracle evaluation): median per block)")  # fmt: skip
+    print(
+        f"{'phase':<9} {'blocks':>6} {'wall ms':>15} {'sync ms':>13} {'eval ms':>15} {'eval cpu ms':>15} "
+        f"{'confirm+sim ms':>15} {'rpc calls':>9} {'http':>5} {'reads':>6} {'candidates':>10} {'twap evals':>10}"
+    )
+    print(
+        "  (ms: median / max per block; eval = adapter.evaluate + engine status tracking, cpu = its thread CPU time;\n"
+        "   rpc calls (JSON-RPC, head poll included), http, reads (contract calls inside Multicall3), candidates,\n"
+        "   twap evals (positions given the full TWAP/oracle evaluation): median per block)"
+    )
     for name, blocks in phases.items():
         med = statistics.median
         print(
@@ -350,7 +371,7 @@ def print_phase_table(phases: dict[str, list[BlockStats]]) -> None:
             f"{med([sum(b.calls.values()) for b in blocks]):>9g} {med([b.http for b in blocks]):>5g} "
             f"{med([sum(b.reads.values()) for b in blocks]):>6g} {med([b.candidates for b in blocks]):>10g} "
             f"{med([b.twap_evals for b in blocks]):>10g}"
-        )  # fmt: skip
+        )
     for name, blocks in phases.items():
         methods: Counter = Counter()
         reads: Counter = Counter()
@@ -376,14 +397,17 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
     node = AnvilProcess(
         timestamp=int(time.time()) - 30 * 86400, gas_limit=BLOCK_GAS_LIMIT, extra_args=["--auto-impersonate"]
     ).start()
-    engine: Engine | None = None
+    engine: Daemon | None = None
     scripting = await RpcClient([node.url], timeout=600, batch_size=TX_BATCH).start()  # not the keeper's client
     try:
         chain = DevChain(node.url, timeout=600)
         perp = deploy_perp(chain)
         build = await build_positions(node.url, perp, n, args.seed)
-        print(f"build: {build.positions:,} positions of {build.traders:,} traders, {build.txs:,} transactions in "
-              f"{build.blocks} blocks, {build.seconds:.1f} s", flush=True)  # fmt: skip
+        print(
+            f"build: {build.positions:,} positions of {build.traders:,} traders, {build.txs:,} transactions in "
+            f"{build.blocks} blocks, {build.seconds:.1f} s",
+            flush=True,
+        )
 
         engine = await open_engine(node.url, perp, workdir / f"bench-{n}.sqlite")
         probe = Probe(engine)
@@ -392,10 +416,13 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
         adapter = probe.adapter
         if adapter.position_count() != n:
             raise RuntimeError(f"indexed {adapter.position_count()} positions, built {n}")
-        print(f"initial index (first block from start_block {perp.start_block}): {ms(index.wall)} ms, of which sync "
-              f"{ms(index.parts['sync'])} ms; {sum(index.calls.values())} JSON-RPC calls "
-              f"({', '.join(f'{m} {c}' for m, c in index.methods.most_common())}) in {index.http} HTTP requests, "
-              f"{sum(index.reads.values())} contract reads; {adapter.position_count():,} positions", flush=True)  # fmt: skip
+        print(
+            f"initial index (first block from start_block {perp.start_block}): {ms(index.wall)} ms, of which sync "
+            f"{ms(index.parts['sync'])} ms; {sum(index.calls.values())} JSON-RPC calls "
+            f"({', '.join(f'{m} {c}' for m, c in index.methods.most_common())}) in {index.http} HTTP requests, "
+            f"{sum(index.reads.values())} contract reads; {adapter.position_count():,} positions",
+            flush=True,
+        )
 
         phases: dict[str, list[BlockStats]] = {"steady": [], "move": [], "stressed": []}
         for _ in range(args.blocks):
@@ -413,13 +440,14 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
             else:
                 sign = 1 if i % 2 else -1
                 targets = {k: moved[k] * (WAD + sign * noise) // WAD for k in start}
-            await market.step(targets, {k: min(i + 1, args.ramp) * (moved[k] - start[k]) // args.ramp + start[k]
-                                        for k in start})  # fmt: skip
+            await market.step(targets, {k: min(i + 1, args.ramp) * (moved[k] - start[k]) // args.ramp + start[k] for k in start})
             s = await probe.block()
             phases["move" if i < args.ramp + args.hold else "stressed"].append(s)
 
-        print(f"market move: ETH {args.move / WAD:.1%} down, BTC {args.move / WAD:.1%} up in {args.ramp} blocks, "
-              f"held {args.hold} blocks with ±0.05 % trades every block; blocks {BLOCK_SECONDS} s apart")  # fmt: skip
+        print(
+            f"market move: ETH {args.move / WAD:.1%} down, BTC {args.move / WAD:.1%} up in {args.ramp} blocks, "
+            f"held {args.hold} blocks with ±0.05 % trades every block; blocks {BLOCK_SECONDS} s apart"
+        )
         print_phase_table(phases)
         print(f"  load average now {os.getloadavg()[0]:.2f} (wall times include waiting for a CPU; cpu times do not)")
         statuses = engine.status_counts.get(adapter.name, Counter())
@@ -437,8 +465,10 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         rss, hwm = rss_mb()
-        print(f"memory: keeper heap after index + one block {current / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB "
-              f"(tracemalloc); process RSS {rss:.0f} MB, peak {hwm:.0f} MB (includes the web3 build tooling)")  # fmt: skip
+        print(
+            f"memory: keeper heap after index + one block {current / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB "
+            f"(tracemalloc); process RSS {rss:.0f} MB, peak {hwm:.0f} MB (includes the web3 build tooling)"
+        )
 
         steady, stressed = phases["steady"], phases["stressed"]
         every = [b for blocks in phases.values() for b in blocks]
@@ -452,7 +482,7 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
             f"stressed_eval_ms_median={ms(statistics.median(b.parts['evaluate'] for b in stressed))} "
             f"sync_ms_median={ms(statistics.median(b.parts['sync'] for b in every))} "
             f"index_s={index.wall:.2f} build_s={build.seconds:.1f}"
-        )  # fmt: skip
+        )
     finally:
         if engine is not None:
             await engine.close()

@@ -1,4 +1,4 @@
-"""Helpers to run the real keeper (in-process Engine or the `keeper` CLI as a subprocess) against
+"""Helpers to run the real keeper (in-process Daemon or the `keeper` CLI as a subprocess) against
 the reference deployments on anvil."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from keeper.config import parse_config
+from keeper.daemon import Daemon as KeeperDaemon
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.configfile import write_config  # noqa: F401 - re-exported for tests
 from keeper.devtools.logs import read_events
-from keeper.engine import Engine
 from keeper.types import Block
 
 KEEPER_KEY = ANVIL_KEYS[9]  # TEST KEY ONLY (anvil default account 9)
@@ -82,19 +82,23 @@ def keeper_config(url: str | list[str], state_path: Path | str, protocols: list[
 
 
 def perp_protocol(perp: Any, **kw: Any) -> dict:
-    return {"kind": "perp_v1", "name": "perp", "clearing_house": perp.clearing_house.address,
-            "start_block": perp.start_block, **kw}  # fmt: skip
+    return {
+        "kind": "perp_v1",
+        "name": "perp",
+        "clearing_house": perp.clearing_house.address,
+        "start_block": perp.start_block,
+        **kw,
+    }
 
 
-async def start_engine(cfg: dict, *, dry_run: bool = False, key: str = KEEPER_KEY) -> tuple[Engine, RecordingLog]:
+async def start_engine(cfg: dict, *, dry_run: bool = False, key: str = KEEPER_KEY) -> tuple[KeeperDaemon, RecordingLog]:
     os.environ[KEY_ENV] = key
     log = RecordingLog()
-    engine = Engine(parse_config(cfg, environ={}), dry_run=dry_run, log=log)
-    await engine.open()
+    engine = await KeeperDaemon.open(parse_config(cfg, environ={}), dry_run=dry_run, log=log)
     return engine, log
 
 
-async def settle_pool(engine: Engine, timeout: float = 30.0) -> None:
+async def settle_pool(engine: KeeperDaemon, timeout: float = 30.0) -> None:
     """With automining on, anvil returns a transaction's hash before it has mined the block holding
     it; wait (bounded poll) until its pool is empty so the next head includes what was sent."""
     if not await engine.rpc.request("anvil_getAutomine"):
@@ -105,7 +109,7 @@ async def settle_pool(engine: Engine, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def step(engine: Engine) -> Block:
+async def step(engine: KeeperDaemon) -> Block:
     """Process the current head once (what the daemon does on a new block), after anvil has mined
     what the previous step sent."""
     await settle_pool(engine)
@@ -114,7 +118,7 @@ async def step(engine: Engine) -> Block:
     return head
 
 
-async def run_engine(cfg: dict, blocks: int, *, dry_run: bool = False) -> tuple[Engine, RecordingLog]:
+async def run_engine(cfg: dict, blocks: int, *, dry_run: bool = False) -> tuple[KeeperDaemon, RecordingLog]:
     """An engine over `blocks` steps; the last step's transactions are mined before it returns, so
     the test reads a settled chain. The engine is closed."""
     engine, log = await start_engine(cfg, dry_run=dry_run)
@@ -141,8 +145,10 @@ class Daemon:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keeper", "-c", str(self.config_path), "run", *self.args],
-            stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-        )  # fmt: skip
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         return self
 
     def events(self, name: str | None = None) -> list[dict]:

@@ -1,6 +1,6 @@
 """The port every protocol adapter implements, and the values that cross it.
 
-The engine knows no protocol: per block it asks each adapter to `sync` (index events, refresh
+The pipeline knows no protocol: per block it asks each adapter to `sync` (index events, refresh
 market state with a bounded number of batched calls), `evaluate` (pure local maths over every
 indexed position), `confirm` the candidates on-chain and turn them into `Plan`s (unsigned calls
 with the exact expected reward), and later to read the realised `Outcome` from a receipt.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, ClassVar
 
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
@@ -101,6 +102,23 @@ class Adapter(ABC):
 
     def markets(self) -> list[str]:
         return []
+
+    def min_profit_for(self, market: str) -> Decimal | None:
+        """A per-market min_profit override (value-token units), or None to use the protocol's / global one."""
+        return None
+
+    async def explain_failure(self, plan: Plan, receipt: dict | None, since_block: int) -> tuple[str, str]:
+        """Why a sent liquidation did not land: ("raced" | "reverted", reason)."""
+        return "reverted", ""
+
+    async def check_rows(self) -> list[tuple[str, bool, str]]:
+        """Protocol-specific `keeper check` rows: (name, ok, detail)."""
+        return []
+
+    def closeness(self, e: Evaluation) -> int | None:
+        """How far a position is from liquidation, 1e18 scale (< 0: liquidatable; smaller is closer), for
+        sorting `keeper scan`; None when unknown."""
+        return None
 
     def position_count(self) -> int:
         return 0

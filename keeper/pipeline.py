@@ -1,0 +1,150 @@
+"""One block's work, protocol-agnostic: adapters sync → evaluate (local maths) → choose the candidates
+this block can act on → confirm them on-chain → the execution policy. And `scan`: the same path
+for every position, reporting what the policy would do instead of doing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from keeper.adapters.base import Adapter
+from keeper.execution import Decision, Executor
+from keeper.metrics import Metrics
+from keeper.types import Block, Evaluation, PositionKey, Status
+
+NEEDS_APPROVAL = "needs-approval"
+
+
+class Pipeline:
+    def __init__(self, adapters: list[Adapter], executor: Executor, log: Any, metrics: Metrics) -> None:
+        self.adapters = adapters
+        self.executor = executor
+        self.log = log
+        self.metrics = metrics
+        self.last_status: dict[PositionKey, str] = {}
+        self.status_counts: dict[str, Counter[str]] = {}
+        self.last_error = ""
+
+    async def process(self, head: Block) -> None:
+        results = await asyncio.gather(*(a.sync(head) for a in self.adapters), return_exceptions=True)
+        for a, r in zip(self.adapters, results, strict=True):
+            if isinstance(r, BaseException):
+                self.last_error = f"{a.name} sync: {r}"
+                self.log.error("sync_failed", protocol=a.name, block=head.number, error=f"{type(r).__name__}: {r}")
+        for a, r in zip(self.adapters, results, strict=True):
+            if isinstance(r, BaseException):
+                continue
+            evals = a.evaluate(head)
+            self._track_statuses(a, evals, head)
+            ready = [e for e in evals if e.candidate and not self.executor.blocked(e.key, head)]
+            candidates = self._best_candidates(a, ready)
+            if not candidates:
+                continue
+            plans = await a.confirm(candidates, head)
+            await self.executor.execute(a, plans, head)
+
+    def _best_candidates(self, a: Adapter, candidates: list[Evaluation]) -> list[Evaluation]:
+        """Per market, only the candidates this block can act on: the best by expected reward, twice
+        the free in-flight slots (a margin for ones the on-chain check drops). The rest wait, so the
+        confirmation reads grow with what can be sent, not with how many positions are under water."""
+        limit = self.executor.in_flight_limit(a)
+        sender = self.executor.sender
+        busy: Counter[tuple[str, str]] = sender.in_flight_per_market() if sender else Counter()
+        by_market: dict[str, list[Evaluation]] = {}
+        for e in candidates:
+            by_market.setdefault(e.key.market, []).append(e)
+        out: list[Evaluation] = []
+        for market, group in by_market.items():
+            free = max(limit - busy[(a.name, market)], 0)
+            group.sort(key=lambda e: e.est_reward or 0, reverse=True)
+            out.extend(group[: 2 * free])
+        return out
+
+    def _track_statuses(self, a: Adapter, evals: list[Evaluation], head: Block) -> None:
+        counts: Counter[str] = Counter()
+        seen: set[PositionKey] = set()
+        for e in evals:
+            counts[e.status] += 1
+            seen.add(e.key)
+            prev = self.last_status.get(e.key)
+            if prev != e.status:
+                self.last_status[e.key] = e.status
+                if prev is not None or e.status != Status.HEALTHY:
+                    self.log.info(
+                        "position_status",
+                        protocol=a.name,
+                        market=a.market_label(e.key.market),
+                        account=e.key.account,
+                        status=e.status,
+                        previous=prev,
+                        block=head.number,
+                        reason=e.reason or None,
+                    )
+        for k in [k for k in self.last_status if k.protocol == a.name and k not in seen]:
+            del self.last_status[k]
+            self.executor.forget(k)
+        old = self.status_counts.get(a.name, Counter())
+        for s in set(old) | set(counts):
+            self.metrics.positions.labels(a.name, s).set(counts.get(s, 0))
+        self.status_counts[a.name] = counts
+        self.metrics.markets.labels(a.name).set(len(a.markets()))
+
+    # ---- scan ---------------------------------------------------------------------------------------
+    async def scan(self, head: Block) -> list[dict[str, Any]]:
+        """Every indexed position with what the daemon would do with it in this block, for this keeper:
+        the same confirmation, simulation (from the keeper's address) and decision, nothing sent.
+        Sorted by how close each position is to liquidation."""
+        for a in self.adapters:
+            await a.sync(head)
+            await a.prepare_scan(head)
+        rows: list[tuple[tuple[int, int], dict[str, Any]]] = []
+        for a in self.adapters:
+            evals = a.evaluate(head, full=True)
+            plans = await a.confirm([e for e in evals if e.candidate], head)
+            decisions = {d.plan.key: d for d in await self.executor.decide(a, plans, head)}
+            for e in evals:
+                row = scan_row(a, e, decisions.get(e.key), self.executor.min_profit(a, e.key.market))
+                closeness = a.closeness(e)
+                order = (0 if e.candidate else 1, closeness if closeness is not None else 2**255)
+                rows.append((order, row))
+        rows.sort(key=lambda r: r[0])
+        return [r for _, r in rows]
+
+
+def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> dict[str, Any]:
+    """One `keeper scan` row: the local evaluation, then what the execution policy decided."""
+    row: dict[str, Any] = {
+        "protocol": a.name,
+        "kind": a.kind,
+        "market": a.market_label(e.key.market),
+        "market_address": e.key.market,
+        "account": e.key.account,
+        "status": str(e.status),
+        "reason": e.reason,
+        "action": None,
+        "est_reward": e.est_reward,
+        "est_cost": None,
+        "est_profit": None,
+        "min_profit": min_profit,
+        "gas": None,
+        "value_symbol": a.value_symbol,
+        **e.fields,
+    }
+    if e.candidate and d is None:
+        row["reason"] = row["reason"] or "dropped by the on-chain confirmation"
+    if d is None:
+        return row
+    row["est_reward"] = d.plan.expected_reward
+    row["action"] = d.plan.kind
+    row["gas"] = d.total_gas
+    if d.cost is not None:
+        row["est_cost"], row["est_profit"] = d.cost, d.profit
+    if not d.send:
+        row["status"] = {"unprofitable": str(Status.UNPROFITABLE)}.get(d.reason, d.reason.replace("_", "-"))
+        row["reason"] = d.detail or d.reason
+    elif d.needs_approval:
+        row["status"] = NEEDS_APPROVAL
+        row["reason"] = f"approval first ({d.gas} gas simulated) + {d.plan.typical_gas} typical gas for the liquidation, priced in"
+    return row
