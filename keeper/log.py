@@ -49,6 +49,29 @@ def _redact(_logger: Any, _name: str, event: dict) -> dict:
     return {k: _scrub_value(v) for k, v in event.items()}
 
 
+# Value-token amounts (1e18 fixed point internally) rendered as exact decimal strings in token units
+# ("12.5" quote tokens). Gas is in gas units; fees per gas and gas costs stay integers in wei; any other
+# protocol field is an integer in its token's base units (big ones as strings, below).
+VALUE_AMOUNT_FIELDS = frozenset(
+    {"expected_reward", "reward", "est_cost", "est_profit", "min_profit", "profit", "gas_cost_quote", "native_price", "budget"}
+)
+
+
+def amount_text(wad: int) -> str:
+    """1e18 fixed point → exact decimal string in token units (no exponent, no trailing zeros)."""
+    sign = "-" if wad < 0 else ""
+    whole, frac = divmod(abs(wad), 10**18)
+    return f"{sign}{whole}" + (f".{frac:018d}".rstrip("0") if frac else "")
+
+
+def _amounts_as_decimals(_logger: Any, _name: str, event: dict) -> dict:
+    for k in VALUE_AMOUNT_FIELDS.intersection(event):
+        v = event[k]
+        if isinstance(v, int) and not isinstance(v, bool):
+            event[k] = amount_text(v)
+    return event
+
+
 def _stringify_big_ints(_logger: Any, _name: str, event: dict) -> dict:
     """Integers beyond 2**53 as strings so JSON consumers (jq, JS) keep every digit."""
     for k, v in event.items():
@@ -65,6 +88,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
+        _amounts_as_decimals,
         _stringify_big_ints,
         _redact,
     ]

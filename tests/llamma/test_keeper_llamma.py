@@ -88,21 +88,21 @@ async def test_scenario_liquidates_exactly_users_to_liquidate_and_leaves_soft_lo
     _engine, log = await run_keeper(m, tmp_path, blocks=4)
     assert utl(m) == set()
     landed = log.events("liquidation_landed")
-    assert {r["trader"] for r in landed} == expected
+    assert {r["account"] for r in landed} == expected
     for u in expected:
         assert not m.controller.functions.loan_exists(u).call()
     for u, state in untouched.items():  # soft-liquidated (health ≥ 0) and healthy loans: not touched
         assert m.controller.functions.user_state(u).call() == state
     # estimated == realised per liquidation (no interest accrues between estimate and execution);
     # AMM.withdraw may round each band 1 wei differently from get_sum_xy, which the estimate reads.
-    sent = {r["trader"]: r for r in log.events("liquidation_sent")}
+    sent = {r["account"]: r for r in log.events("liquidation_sent")}
     for r in landed:
-        row = rows0[r["trader"]]
+        row = rows0[r["account"]]
         assert r["debt_repaid"] == row[3]
         assert abs(r["stablecoin_from_bands"] - row[1]) <= 11 and abs(r["collateral_received"] - row[2]) <= 11
         # value of one collateral wei in stablecoin wei: the estimate may differ by ≤ 11 band roundings
         wei_value = 1 + m.amm.functions.price_oracle().call() * 10 ** (18 - m.collateral_decimals) // E
-        assert abs(r["reward"] - sent[r["trader"]]["expected_reward"]) <= 11 * wei_value and r["reward"] > 0
+        assert abs(r["reward"] - sent[r["account"]]["expected_reward"]) <= 11 * wei_value and r["reward"] > 0
     # the approval was managed: bounded, sent once, before the first liquidation
     approvals = log.events("approval_sent")
     assert len(approvals) == 1
@@ -153,8 +153,8 @@ async def test_payouts_match_balances_fully_and_partly_converted(world, tmp_path
     s1, c1 = m.stablecoin.functions.balanceOf(KEEPER).call(), m.collateral.functions.balanceOf(KEEPER).call()
     assert s1 - s0 == sum(e["stablecoin_received"] - e["debt"] for e in all_ev)
     assert c1 - c0 == sum(e["collateral_received"] for e in all_ev)
-    landed = {r["trader"]: r for r in log.events("liquidation_landed")}
-    sent = {r["trader"]: r for r in log.events("liquidation_sent")}
+    landed = {r["account"]: r for r in log.events("liquidation_landed")}
+    sent = {r["account"]: r for r in log.events("liquidation_sent")}
     assert landed[full_user]["stable_paid"] == 0 and abs(landed[partly]["stable_paid"] - pay_partly) <= 11
     assert landed[partly]["collateral_paid_in"] == "token" and "collateral_paid_in" not in landed[full_user]  # no collateral
     wei_value = 1 + m.amm.functions.price_oracle().call() * 10 ** (18 - m.collateral_decimals) // E
@@ -233,10 +233,10 @@ async def test_min_x_slippage_revert_is_handled_and_not_resent_blindly(world, tm
         await step(engine)  # settles the reverted liquidation
         reverted = [r for r in log.events("liquidation_reverted") if r["tx"] == pending["tx"]]
         assert reverted and "Slippage" in reverted[0]["reason"]
-        sends = len([r for r in log.events("liquidation_sent") if r["trader"] == pending["trader"]])
+        sends = len([r for r in log.events("liquidation_sent") if r["account"] == pending["account"]])
         for _ in range(3):  # within the failure cooldown: not resent blindly
             await step(engine)
-        assert len([r for r in log.events("liquidation_sent") if r["trader"] == pending["trader"]]) == sends
+        assert len([r for r in log.events("liquidation_sent") if r["account"] == pending["account"]]) == sends
         assert reverted[0]["retry_after_block"] > m.chain.block_number()
     finally:
         m.chain.set_automine(True)

@@ -4,6 +4,7 @@ exit 0), a keeper on an anvil fork (origin unchanged), and the `scan` / `check` 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 import signal
 import subprocess
 import sys
@@ -23,8 +24,15 @@ MMR = 625 * E // 10_000
 
 def open_book(perp, accounts: list[str]) -> list[tuple[str, str]]:
     """Positions of various leverage and side in both markets; returns (market, trader)."""
-    book = [("ETH", BUY, 300, 10), ("ETH", BUY, 500, 8), ("ETH", SELL, 400, 9), ("ETH", BUY, 2000, 2),
-            ("BTC", BUY, 3000, 10), ("BTC", SELL, 1500, 5), ("BTC", BUY, 800, 9)]  # fmt: skip
+    book = [
+        ("ETH", BUY, 300, 10),
+        ("ETH", BUY, 500, 8),
+        ("ETH", SELL, 400, 9),
+        ("ETH", BUY, 2000, 2),
+        ("BTC", BUY, 3000, 10),
+        ("BTC", SELL, 1500, 5),
+        ("BTC", BUY, 800, 9),
+    ]
     out = []
     for (market, side, margin, lev), trader in zip(book, accounts, strict=False):
         perp.fund_trader(trader, margin * E + E)
@@ -41,8 +49,11 @@ def crash(perp, whale: str) -> None:
 
 
 def keeper_liquidations(perp, from_block: int) -> list[dict]:
-    return [dict(x["args"]) for x in perp.clearing_house.events.PositionLiquidated.get_logs(from_block=from_block)
-            if x["args"]["liquidator"] == KEEPER]  # fmt: skip
+    return [
+        dict(x["args"])
+        for x in perp.clearing_house.events.PositionLiquidated.get_logs(from_block=from_block)
+        if x["args"]["liquidator"] == KEEPER
+    ]
 
 
 def test_daemon_liquidates_through_a_crash_and_exits_0_on_sigterm(anvil, tmp_path):
@@ -78,7 +89,7 @@ def test_daemon_liquidates_through_a_crash_and_exits_0_on_sigterm(anvil, tmp_pat
         ch = perp.clearing_house.events.PositionLiquidated
         hashes = {x["transactionHash"].to_0x_hex() for x in ch.get_logs(from_block=start)}
         assert {r["tx"] for r in landed} == hashes
-        assert all(int(r["reward"]) > 0 and r["trader"] in {t for _, t in book} for r in landed)
+        assert all(Decimal(r["reward"]) > 0 and r["account"] in {t for _, t in book} for r in landed)
     finally:
         code = daemon.stop(signal.SIGTERM)
     assert code == 0
@@ -126,8 +137,13 @@ async def test_keeper_on_a_fork_leaves_the_origin_unchanged(tmp_path):
 def cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     import os  # noqa: PLC0415
 
-    return subprocess.run([sys.executable, "-m", "keeper", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, KEY_ENV: KEEPER_KEY, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "keeper", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, KEY_ENV: KEEPER_KEY, **(env or {})},
+    )
 
 
 def test_scan_json_and_table_report_every_status(anvil, tmp_path):
@@ -151,15 +167,28 @@ def test_scan_json_and_table_report_every_status(anvil, tmp_path):
     rows = {r["account"]: r for r in json.loads(proc.stdout)["positions"]}
     assert rows[a[1]]["status"] == "over-spread"
     assert rows[a[2]]["status"] == "partial" and rows[a[4]]["status"] == "healthy"
-    for key in ("market", "side", "size", "spot_mr", "twap_mr", "oracle_mr", "effective_mr", "status", "est_reward",
-                "est_cost", "est_profit"):  # fmt: skip
+    for key in (
+        "market",
+        "side",
+        "size",
+        "spot_mr",
+        "twap_mr",
+        "oracle_mr",
+        "effective_mr",
+        "status",
+        "est_reward",
+        "est_cost",
+        "est_profit",
+    ):
         assert key in rows[a[2]]
     assert rows[a[2]]["side"] == "long" and rows[a[2]]["market"] == "BTC"
     assert float(rows[a[2]]["est_profit"]) == pytest.approx(float(rows[a[2]]["est_reward"]) - float(rows[a[2]]["est_cost"]))
     assert float(rows[a[2]]["effective_mr"]) < 0.0625
     # unprofitable with a high min_profit
-    cfg2 = write_config(tmp_path / "k2.toml", keeper_config(anvil.url, tmp_path / "s2.sqlite", [perp_protocol(perp)],
-                                                             profit={"min_profit": "100000"}))  # fmt: skip
+    cfg2 = write_config(
+        tmp_path / "k2.toml",
+        keeper_config(anvil.url, tmp_path / "s2.sqlite", [perp_protocol(perp)], profit={"min_profit": "100000"}),
+    )
     rows2 = {r["account"]: r for r in json.loads(cli("-c", str(cfg2), "scan", "--json").stdout)["positions"]}
     assert rows2[a[2]]["status"] == "unprofitable"
     table = cli("-c", str(cfg), "scan")
@@ -174,16 +203,23 @@ def test_check_passes_and_fails_clearly(anvil, tmp_path):
     proc = cli("-c", str(good), "check")
     assert proc.returncode == 0, proc.stderr
     assert "all checks passed" in proc.stdout and KEEPER in proc.stdout and KEEPER_KEY[2:] not in proc.stdout
-    wrong_chain = write_config(tmp_path / "c.toml", keeper_config(anvil.url, tmp_path / "s.sqlite", [perp_protocol(perp)],
-                                                                    chain={"chain_id": 1}))  # fmt: skip
+    wrong_chain = write_config(
+        tmp_path / "c.toml", keeper_config(anvil.url, tmp_path / "s.sqlite", [perp_protocol(perp)], chain={"chain_id": 1})
+    )
     proc = cli("-c", str(wrong_chain), "check")
     assert proc.returncode == 1 and "chain id mismatch" in proc.stderr and "Traceback" not in proc.stderr
-    no_code = write_config(tmp_path / "n.toml", keeper_config(anvil.url, tmp_path / "s.sqlite",
-                                                                [perp_protocol(perp, clearing_house="0x" + "12" * 20)]))  # fmt: skip
+    no_code = write_config(
+        tmp_path / "n.toml",
+        keeper_config(anvil.url, tmp_path / "s.sqlite", [perp_protocol(perp, clearing_house="0x" + "12" * 20)]),
+    )
     proc = cli("-c", str(no_code), "check")
     assert proc.returncode == 1 and "no contract code" in proc.stderr
-    down = write_config(tmp_path / "d.toml", keeper_config("http://127.0.0.1:9", tmp_path / "s.sqlite", [perp_protocol(perp)],
-                                                             chain={"request_timeout": 1, "max_retries": 1}))  # fmt: skip
+    down = write_config(
+        tmp_path / "d.toml",
+        keeper_config(
+            "http://127.0.0.1:9", tmp_path / "s.sqlite", [perp_protocol(perp)], chain={"request_timeout": 1, "max_retries": 1}
+        ),
+    )
     proc = cli("-c", str(down), "check")
     assert proc.returncode == 1 and "RPC unreachable" in proc.stderr and "Traceback" not in proc.stderr
     proc = cli("-c", str(good), "check", env={KEY_ENV: ""})

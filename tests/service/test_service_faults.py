@@ -168,8 +168,10 @@ class FaultProxyProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "keeper.devtools.faultproxy", "--upstream", self.upstream, "--port", "0"],
-                stdout=subprocess.PIPE, stderr=log, text=True,
-            )  # fmt: skip
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline().strip() if ready else ""
         if not line.startswith("http://127.0.0.1:"):
@@ -179,8 +181,12 @@ class FaultProxyProcess:
         return self
 
     def set_mode(self, mode: str) -> None:
-        req = urllib.request.Request(f"{self.url}/__mode", data=json.dumps({"mode": mode}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
+        req = urllib.request.Request(
+            f"{self.url}/__mode",
+            data=json.dumps({"mode": mode}).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert json.loads(resp.read())["mode"] == mode
 
@@ -260,9 +266,11 @@ def test_daemon_survives_a_node_restart_from_its_dump_and_liquidates_afterwards(
         w = World(node)
         http_port = free_port()
         cfg = daemon_config(
-            tmp_path, w, chain={"poll_interval": 0.1, "request_timeout": 1, "max_retries": 1},
+            tmp_path,
+            w,
+            chain={"poll_interval": 0.1, "request_timeout": 1, "max_retries": 1},
             http={"listen": f"127.0.0.1:{http_port}"},
-        )  # fmt: skip
+        )
         daemon = start_daemon(cfg, tmp_path / "daemon.log", http_port)
         pid = daemon.proc.pid
         w.chain.mine()
@@ -275,8 +283,9 @@ def test_daemon_survives_a_node_restart_from_its_dump_and_liquidates_afterwards(
         assert node.stop() == 0
         assert dump.is_file() and dump.stat().st_size > 0
         n_failed = len(daemon.events("head_poll_failed"))
-        daemon.wait_for(lambda: len(daemon.events("head_poll_failed")) > n_failed + 3,
-                        what="head_poll_failed while the node is down")  # fmt: skip
+        daemon.wait_for(
+            lambda: len(daemon.events("head_poll_failed")) > n_failed + 3, what="head_poll_failed while the node is down"
+        )
         assert daemon.proc.poll() is None
         status, _ = http_get(f"http://127.0.0.1:{http_port}/health")
         assert status in (200, 503)  # the HTTP face keeps answering while the node is down
@@ -310,7 +319,7 @@ def test_daemon_survives_a_node_restart_from_its_dump_and_liquidates_afterwards(
         liqs = w.keeper_liquidations(after_restart)
         assert liqs and all(x["block"] > after_restart for x in liqs)
         wait_landed(daemon, w, len(under))
-        assert {r["trader"] for r in daemon.events("liquidation_landed")} >= {t for _, t in under}
+        assert {r["account"] for r in daemon.events("liquidation_landed")} >= {t for _, t in under}
         assert not daemon.events("block_failed")
         assert daemon.proc.pid == pid
     finally:
@@ -328,11 +337,17 @@ def test_failover_from_a_failing_then_hanging_primary_still_liquidates(world, tm
     daemon = None
     try:
         http_port = free_port()
-        cfg = write_config(tmp_path / "keeper.toml", keeper_config(
-            [proxy.url, w.node.url], tmp_path / "state.sqlite", [perp_protocol(w.perp)],
-            chain={"poll_interval": 0.1, "request_timeout": 1, "max_retries": 1}, http={"listen": f"127.0.0.1:{http_port}"},
-            shutdown_timeout=10,
-        ))  # fmt: skip
+        cfg = write_config(
+            tmp_path / "keeper.toml",
+            keeper_config(
+                [proxy.url, w.node.url],
+                tmp_path / "state.sqlite",
+                [perp_protocol(w.perp)],
+                chain={"poll_interval": 0.1, "request_timeout": 1, "max_retries": 1},
+                http={"listen": f"127.0.0.1:{http_port}"},
+                shutdown_timeout=10,
+            ),
+        )
         daemon = start_daemon(cfg, tmp_path / "daemon.log", http_port)
         assert proxy.stats()["requests"] > 0  # the primary was serving
         primary, secondary = redact_url(proxy.url), redact_url(w.node.url)
@@ -395,8 +410,9 @@ def write_keystore(tmp_path: Path, password: str = PASSWORD) -> tuple[Path, Path
 
 
 def keystore_config(tmp_path: Path, w: World, keystore: Path, pw: Path, name: str, **over) -> Path:
-    return daemon_config(tmp_path, w, name, key={"keystore": str(keystore), "password_file": str(pw), "private_key_env": KEY_ENV},
-                         **over)  # fmt: skip
+    return daemon_config(
+        tmp_path, w, name, key={"keystore": str(keystore), "password_file": str(pw), "private_key_env": KEY_ENV}, **over
+    )
 
 
 def test_key_loading_keystore_and_clear_failures(world, tmp_path):
@@ -421,17 +437,22 @@ def test_key_loading_keystore_and_clear_failures(world, tmp_path):
     missing = "KEEPER_SERVICE_TEST_MISSING_KEY"
     cases = {
         "good": ("check", keystore_config(tmp_path, w, keystore, pw, "good.toml"), {}),
-        "credential": ("check", keystore_config(tmp_path, w, keystore, tmp_path / "absent", "cred.toml"),
-                       {"KEEPER__KEY__PASSWORD_FILE": str(credential)}),
+        "credential": (
+            "check",
+            keystore_config(tmp_path, w, keystore, tmp_path / "absent", "cred.toml"),
+            {"KEEPER__KEY__PASSWORD_FILE": str(credential)},
+        ),
         "wrong password": ("check", keystore_config(tmp_path, w, keystore, wrong_pw, "wrong.toml"), {}),
         "loose password file": ("check", keystore_config(tmp_path, w, keystore, loose_pw, "loose-pw.toml"), {}),
         "loose keystore": ("check", keystore_config(tmp_path, w, loose_keystore, pw, "loose-ks.toml"), {}),
         "missing env key (check)": ("check", daemon_config(tmp_path, w, "env.toml", key={"private_key_env": missing}), {}),
         "missing env key (run)": ("run", tmp_path / "env.toml", {}),
-    }  # fmt: skip
+    }
     with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(keeper_cli, "-c", str(cfg), cmd, env=env, drop=(KEY_ENV, missing))
-                   for name, (cmd, cfg, env) in cases.items()}  # fmt: skip
+        futures = {
+            name: pool.submit(keeper_cli, "-c", str(cfg), cmd, env=env, drop=(KEY_ENV, missing))
+            for name, (cmd, cfg, env) in cases.items()
+        }
         out = {name: f.result() for name, f in futures.items()}
     for name, proc in out.items():
         assert "Traceback" not in proc.stderr + proc.stdout, name
@@ -468,10 +489,15 @@ def test_no_secret_reaches_logs_metrics_health_or_cli_output(world, tmp_path):
     with WebhookReceiver() as hook:
         # The daemon logs at debug, and its balance floor is set above its balance so alerts go out too.
         cfg = keystore_config(
-            tmp_path, w, keystore, pw, "daemon.toml", http={"listen": f"127.0.0.1:{http_port}"},
+            tmp_path,
+            w,
+            keystore,
+            pw,
+            "daemon.toml",
+            http={"listen": f"127.0.0.1:{http_port}"},
             log={"format": "json", "level": "debug"},
             alerts={"webhook_url": hook.url, "min_balance_eth": "1000000"},
-        )  # fmt: skip
+        )
         daemon = start_daemon(cfg, tmp_path / "daemon.log", http_port, env={KEY_ENV: ""})
         try:
             assert daemon.events("keeper_started")[0]["keeper"] == KEEPER
@@ -480,25 +506,34 @@ def test_no_secret_reaches_logs_metrics_health_or_cli_output(world, tmp_path):
             daemon.wait_for(lambda: w.all_liquidated(under, start), timeout=60, what="liquidations with the keystore key")
             wait_landed(daemon, w, len(under))  # each receipt is read on one of the daemon's next blocks
             daemon.wait_for(lambda: "low_balance" in hook.kinds(), timeout=30, what="an alert delivered")
-            bodies = [http_get(f"http://127.0.0.1:{http_port}/metrics")[1].decode(),
-                      http_get(f"http://127.0.0.1:{http_port}/health")[1].decode()]  # fmt: skip
+            bodies = [
+                http_get(f"http://127.0.0.1:{http_port}/metrics")[1].decode(),
+                http_get(f"http://127.0.0.1:{http_port}/health")[1].decode(),
+            ]
         finally:
             code = daemon.stop(signal.SIGTERM)
         assert code == 0
         alerts = [r["raw"] for r in hook.received]
     check_cfg = str(keystore_config(tmp_path, w, keystore, pw, "check.toml"))
     with ThreadPoolExecutor(max_workers=3) as pool:
-        check, scan, scan_json = pool.map(lambda args: keeper_cli("-c", check_cfg, *args, drop=(KEY_ENV,)),
-                                          [("check",), ("scan",), ("scan", "--json")])  # fmt: skip
+        check, scan, scan_json = pool.map(
+            lambda args: keeper_cli("-c", check_cfg, *args, drop=(KEY_ENV,)), [("check",), ("scan",), ("scan", "--json")]
+        )
     assert check.returncode == 0 and scan.returncode == 0 and scan_json.returncode == 0, check.stderr + scan.stderr
 
     secrets = [KEEPER_KEY, KEEPER_KEY[2:], KEEPER_KEY.upper(), KEEPER_KEY[2:].upper(), PASSWORD]
     outputs = {
         "daemon log": (tmp_path / "daemon.log").read_text(),
-        "check stdout": check.stdout, "check stderr": check.stderr, "scan stdout": scan.stdout, "scan stderr": scan.stderr,
-        "scan --json stdout": scan_json.stdout, "scan --json stderr": scan_json.stderr,
-        "/metrics": bodies[0], "/health": bodies[1], **{f"alert {i}": a for i, a in enumerate(alerts)},
-    }  # fmt: skip
+        "check stdout": check.stdout,
+        "check stderr": check.stderr,
+        "scan stdout": scan.stdout,
+        "scan stderr": scan.stderr,
+        "scan --json stdout": scan_json.stdout,
+        "scan --json stderr": scan_json.stderr,
+        "/metrics": bodies[0],
+        "/health": bodies[1],
+        **{f"alert {i}": a for i, a in enumerate(alerts)},
+    }
     logged = {json.loads(line)["event"] for line in outputs["daemon log"].splitlines()}
     assert {"keeper_started", "liquidation_sent", "liquidation_landed", "alert", "keeper_stopped"} <= logged
     assert {"low_balance", "unhealthy"} <= {json.loads(a)["kind"] for a in alerts}
@@ -518,9 +553,12 @@ def test_health_goes_503_on_a_stale_head_alerts_and_recovers(world, tmp_path):
     http_port = free_port()
     with WebhookReceiver() as hook:
         cfg = daemon_config(
-            tmp_path, w, chain={"poll_interval": 0.1, "stale_head_after": 3}, http={"listen": f"127.0.0.1:{http_port}"},
+            tmp_path,
+            w,
+            chain={"poll_interval": 0.1, "stale_head_after": 3},
+            http={"listen": f"127.0.0.1:{http_port}"},
             alerts={"webhook_url": hook.url, "repeat_after": 0},
-        )  # fmt: skip
+        )
         daemon = start_daemon(cfg, tmp_path / "daemon.log", http_port)
         try:
             start = w.chain.block_number()
@@ -585,8 +623,9 @@ def test_health_goes_503_on_a_stale_head_alerts_and_recovers(world, tmp_path):
 def test_websocket_heads_drive_the_daemon_without_polling(world, tmp_path):
     w = world
     http_port = free_port()
-    cfg = daemon_config(tmp_path, w, chain={"ws_url": w.node.ws_url, "poll_interval": 600},
-                        http={"listen": f"127.0.0.1:{http_port}"})  # fmt: skip
+    cfg = daemon_config(
+        tmp_path, w, chain={"ws_url": w.node.ws_url, "poll_interval": 600}, http={"listen": f"127.0.0.1:{http_port}"}
+    )
     daemon = start_daemon(cfg, tmp_path / "daemon.log", http_port)
     try:
         daemon.wait_for(lambda: daemon.events("head_subscription_started"), what="head_subscription_started")
@@ -660,10 +699,16 @@ def test_sigterm_during_a_hung_rpc_exits_within_shutdown_timeout(world, tmp_path
     proxy = FaultProxyProcess(w.node.url, tmp_path / "proxy.log").start()
     daemon = None
     try:
-        cfg = write_config(tmp_path / "keeper.toml", keeper_config(
-            proxy.url, tmp_path / "state.sqlite", [perp_protocol(w.perp)], chain={"poll_interval": 0.1, "request_timeout": 30},
-            shutdown_timeout=3,
-        ))  # fmt: skip
+        cfg = write_config(
+            tmp_path / "keeper.toml",
+            keeper_config(
+                proxy.url,
+                tmp_path / "state.sqlite",
+                [perp_protocol(w.perp)],
+                chain={"poll_interval": 0.1, "request_timeout": 30},
+                shutdown_timeout=3,
+            ),
+        )
         daemon = start_daemon(cfg, tmp_path / "daemon.log")
         proxy.set_mode("hang")
         n = proxy.stats()["faults"]
