@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from keeper.adapters import adapter_class
@@ -75,7 +75,9 @@ async def connect(
     except RpcUnavailable as exc:
         raise StartupError(f"RPC unreachable: {exc}") from None
     if chain_id != cfg.chain.chain_id:
-        raise StartupError(f"chain id mismatch: the RPC serves chain {chain_id}, config says chain.chain_id = {cfg.chain.chain_id}")
+        raise StartupError(
+            f"chain id mismatch: the RPC serves chain {chain_id}, config says chain.chain_id = {cfg.chain.chain_id}"
+        )
     stored_chain = store.get_meta("chain_id")
     if stored_chain is not None and int(stored_chain) != chain_id:
         raise StartupError(f"state file {cfg.state.path} belongs to chain {stored_chain}, not {chain_id}")
@@ -105,7 +107,11 @@ async def missing_code(rpc: RpcClient, adapters: list[Adapter]) -> list[tuple[st
     if not addrs:
         return []
     codes = await rpc.batch([("eth_getCode", [addr, "latest"]) for addr in addrs.values()])
-    return [(label, addr) for (label, addr), code in zip(addrs.items(), codes, strict=True) if isinstance(code, Exception) or code in ("0x", "", None)]
+    return [
+        (label, addr)
+        for (label, addr), code in zip(addrs.items(), codes, strict=True)
+        if isinstance(code, Exception) or code in ("0x", "", None)
+    ]
 
 
 class Daemon:
@@ -191,9 +197,17 @@ class Daemon:
             if signer is not None:
                 txs = TxManager(rpc, signer, store, FeePolicy(cfg.gas), cfg.tx, conn.chain_id, log)
             daemon = cls(
-                cfg, log=log, metrics=metrics, conn=conn, store=store, address=address, txs=txs, alerts=alerts, lock=lock,
+                cfg,
+                log=log,
+                metrics=metrics,
+                conn=conn,
+                store=store,
+                address=address,
+                txs=txs,
+                alerts=alerts,
+                lock=lock,
                 balance_wei=balance,
-            )  # fmt: skip
+            )
             if txs is not None:
                 for f in await txs.start(conn.head):
                     await daemon.executor.settle(f, conn.head)
@@ -323,9 +337,12 @@ class Daemon:
             rewind_to = -1
         else:
             self.log.warning(
-                "reorg_detected", block=head.number, common_ancestor=reorg.ancestor, depth=reorg.depth,
+                "reorg_detected",
+                block=head.number,
+                common_ancestor=reorg.ancestor,
+                depth=reorg.depth,
                 last_processed=reorg.last_processed,
-            )  # fmt: skip
+            )
             self.store.forget_blocks_after(reorg.ancestor)
             reopened = self.txs.unsettle_after(reorg.ancestor) if self.txs else []
             rewind_to = reorg.ancestor
@@ -374,7 +391,11 @@ class Daemon:
             },
             "transactions": self._tx_health(),
             "heads": {"ok": True, "source": "websocket" if self.heads.connected else "polling"},
-            "processing": {"ok": self.block_failures < 3, "consecutive_failures": self.block_failures, "last_error": self.last_error},
+            "processing": {
+                "ok": self.block_failures < 3,
+                "consecutive_failures": self.block_failures,
+                "last_error": self.last_error,
+            },
         }
         ok = all(c["ok"] for c in components.values())
         self.metrics.up.set(1 if ok else 0)
@@ -397,12 +418,18 @@ class ReadOnlyKeeper:
         self.pipeline = Pipeline(self.adapters, self.executor, log, metrics)
 
     @classmethod
-    async def open(cls, cfg: KeeperConfig, *, log: Any = None, address: str | None = None, check_code: bool = True) -> ReadOnlyKeeper:
+    async def open(
+        cls, cfg: KeeperConfig, *, log: Any = None, address: str | None = None, check_code: bool = True
+    ) -> ReadOnlyKeeper:
         log = log or get_logger()
         metrics = Metrics()
         address = address or keeper_address(cfg)
-        rpc = RpcClient(list(cfg.chain.rpc_urls), timeout=cfg.chain.request_timeout, max_retries=cfg.chain.max_retries,
-                        batch_size=cfg.chain.batch_size)  # fmt: skip
+        rpc = RpcClient(
+            list(cfg.chain.rpc_urls),
+            timeout=cfg.chain.request_timeout,
+            max_retries=cfg.chain.max_retries,
+            batch_size=cfg.chain.batch_size,
+        )
         store = Store.read_only_copy(cfg.state.path)
         try:
             conn = await connect(cfg, address=address, store=store, log=log, metrics=metrics, rpc=rpc, check_code=check_code)
@@ -432,7 +459,13 @@ class ReadOnlyKeeper:
         for a in self.adapters:
             try:
                 p = await self.executor.prices[a.name].price()
-                rows.append((f"{a.name} native price", True, f"{p / WAD:.6f} {a.value_symbol} ({self.executor.prices[a.name].describe()})"))
+                rows.append(
+                    (
+                        f"{a.name} native price",
+                        True,
+                        f"{p / WAD:.6f} {a.value_symbol} ({self.executor.prices[a.name].describe()})",
+                    )
+                )
             except (PriceUnavailable, RpcError) as exc:
                 rows.append((f"{a.name} native price", False, str(exc)))
             rows.extend(await a.check_rows())

@@ -241,7 +241,9 @@ class Executor:
         first = [p.prerequisite or p for p in plans]
         if not first:
             return []
-        calls = [("eth_estimateGas", [call_object(s.to, s.data, sender=self.keeper_address, value=s.value), "latest"]) for s in first]
+        calls = [
+            ("eth_estimateGas", [call_object(s.to, s.data, sender=self.keeper_address, value=s.value), "latest"]) for s in first
+        ]
         out = await self.rpc.batch(calls)
         return [r if isinstance(r, Exception) else int(r, 16) for r in out]
 
@@ -333,11 +335,18 @@ class Executor:
         event = "approval" if d.needs_approval else "liquidation"
         if self.sender is None:
             self.log.info(
-                "dry_run_would_send", protocol=a.name, market=label, account=d.plan.key.account, kind=d.send_plan.kind, **d.numbers()
+                "dry_run_would_send",
+                protocol=a.name,
+                market=label,
+                account=d.plan.key.account,
+                kind=d.send_plan.kind,
+                **d.numbers(),
             )
             return
         # A prerequisite carries the reward of the plan behind it, so a replacement of it is re-priced the same way.
-        to_send = d.send_plan if not d.needs_approval else dataclasses.replace(d.send_plan, expected_reward=d.plan.expected_reward)
+        to_send = (
+            d.send_plan if not d.needs_approval else dataclasses.replace(d.send_plan, expected_reward=d.plan.expected_reward)
+        )
         try:
             pending = await self.sender.submit(to_send, d.gas_limit, d.fees, d.cost, head)
         except SendRejected as exc:
@@ -368,7 +377,9 @@ class Executor:
         same decision as a first send (break-even cap included)."""
         a = self.adapters.get(p.key.protocol)
         try:
-            gas: int | Exception = await self.rpc.estimate_gas(p.plan.to, p.plan.data, sender=self.keeper_address, value=p.plan.value)
+            gas: int | Exception = await self.rpc.estimate_gas(
+                p.plan.to, p.plan.data, sender=self.keeper_address, value=p.plan.value
+            )
         except RpcError as exc:
             gas = exc
         price = await self.price(a) if a is not None else None
@@ -378,9 +389,15 @@ class Executor:
             p.plan.expected_reward, extra, gas, bumped, price, min_profit, self.cfg.profit.allow_unprofitable, self.fees
         )
         self.log.info(
-            "tx_reviewed", account=p.key.account, market=p.key.market, tx=p.hashes[-1] if p.hashes else None, nonce=p.nonce,
-            action=verdict.action, reason=verdict.reason or None, max_fee=bumped.max_fee_per_gas,
-        )  # fmt: skip
+            "tx_reviewed",
+            account=p.key.account,
+            market=p.key.market,
+            tx=p.hashes[-1] if p.hashes else None,
+            nonce=p.nonce,
+            action=verdict.action,
+            reason=verdict.reason or None,
+            max_fee=bumped.max_fee_per_gas,
+        )
         return verdict
 
     # ---- outcomes ---------------------------------------------------------------------------------------

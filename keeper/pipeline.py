@@ -146,5 +146,7 @@ def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> 
         row["reason"] = d.detail or d.reason
     elif d.needs_approval:
         row["status"] = NEEDS_APPROVAL
-        row["reason"] = f"approval first ({d.gas} gas simulated) + {d.plan.typical_gas} typical gas for the liquidation, priced in"
+        row["reason"] = (
+            f"approval first ({d.gas} gas simulated) + {d.plan.typical_gas} typical gas for the liquidation, priced in"
+        )
     return row

@@ -42,7 +42,9 @@ async def answers(rpc: RpcClient, to: str, data: bytes, *, min_size: int = 32, b
     return r.ok and len(r.data) >= min_size
 
 
-async def revert_reason(rpc: RpcClient, to: str, data: bytes, *, sender: str = PROBE_SENDER, block: int | str = "latest") -> str | None:
+async def revert_reason(
+    rpc: RpcClient, to: str, data: bytes, *, sender: str = PROBE_SENDER, block: int | str = "latest"
+) -> str | None:
     """The revert reason of a call expected to revert ('' = empty revert); None if it returned."""
     r = await probe(rpc, to, data, sender=sender, block=block)
     return None if r.ok else r.reason

@@ -23,7 +23,12 @@ class Block:
     gas_limit: int
 
     @classmethod
-    def from_rpc(cls, b: dict) -> Block:
+    def from_rpc(cls, b: dict[str, Any] | None) -> Block:
+        """A block from eth_getBlockByNumber; a node that has no such block (None) is an RpcError."""
+        if b is None:
+            from keeper.rpc import RpcError  # noqa: PLC0415 - types stays free of I/O modules at import
+
+            raise RpcError(None, "the node returned no block")
         base = b.get("baseFeePerGas")
         return cls(
             number=int(b["number"], 16),

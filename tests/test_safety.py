@@ -40,7 +40,11 @@ def liquidatable_perp(chain: DevChain):
 
 def tree(folder: Path) -> dict[str, tuple[int, int, bytes]]:
     """Every file under `folder` with its size, mtime (ns) and bytes."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 async def test_a_reorg_is_seen_when_the_keeper_next_sees_a_later_head(anvil, tmp_path):
@@ -119,10 +123,16 @@ def test_check_and_scan_create_no_file_and_check_prints_every_row_before_failing
     chain = DevChain(anvil.url)
     perp, _trader = liquidatable_perp(chain)
     state_dir = tmp_path / "nothing-here"
-    cfg = write_config(tmp_path / "k.toml", keeper_config(
-        anvil.url, state_dir / "k.sqlite", [perp_protocol(perp)],
-        key={"private_key_env": KEY_ENV, "address": KEEPER}, alerts={"min_balance_eth": "1000000"},
-    ))  # fmt: skip
+    cfg = write_config(
+        tmp_path / "k.toml",
+        keeper_config(
+            anvil.url,
+            state_dir / "k.sqlite",
+            [perp_protocol(perp)],
+            key={"private_key_env": KEY_ENV, "address": KEEPER},
+            alerts={"min_balance_eth": "1000000"},
+        ),
+    )
     listing = sorted(p.name for p in tmp_path.iterdir())
     scan = cli("-c", str(cfg), "scan", "--json")
     assert scan.returncode == 0, scan.stderr

@@ -36,7 +36,9 @@ def plan(reward: int, *, prerequisite: bool = False) -> Plan:
 
 
 def quote(base: int = 10 * GWEI, tip: int = GWEI) -> FeeQuote:
-    return FeeQuote(max_fee_per_gas=2 * base + tip, max_priority_fee_per_gas=tip, expected_fee_per_gas=base + tip, next_base_fee=base)
+    return FeeQuote(
+        max_fee_per_gas=2 * base + tip, max_priority_fee_per_gas=tip, expected_fee_per_gas=base + tip, next_base_fee=base
+    )
 
 
 def test_an_estimate_whose_padded_limit_exceeds_max_gas_limit_is_skipped_not_clipped():
