@@ -8,7 +8,7 @@ ANVIL_STAMP := tools/node_modules/.installed
 # Parallel test workers; the suite's chain tests each start their own anvil on a free port.
 TEST_WORKERS ?= 3
 
-.PHONY: setup demo test bench clean contracts check-tools
+.PHONY: setup demo test lint bench clean contracts check-tools
 
 setup: $(STAMP) $(ANVIL_STAMP)
 
@@ -16,6 +16,18 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# Second compiler: Vyper 0.3.10 (the real controllers' dispatcher) in its own venv; sources with
+# `# pragma version 0.3.10` are compiled by it (keeper/devtools/compile.py).
+VYPER_0310 := build/vyper-0.3.10
+VYPER_0310_STAMP := $(VYPER_0310)/.installed
+setup: $(VYPER_0310_STAMP)
+
+$(VYPER_0310_STAMP):
+	@test -x $(VYPER_0310)/bin/python || $(PYTHON) -m venv $(VYPER_0310)
+	$(VYPER_0310)/bin/python -m pip install --quiet --disable-pip-version-check vyper==0.3.10
+	@$(VYPER_0310)/bin/vyper --version >/dev/null
 	@touch $@
 
 $(ANVIL_STAMP): tools/package.json tools/package-lock.json
@@ -29,7 +41,13 @@ contracts: setup
 demo: setup
 	$(VENV)/bin/keeper demo
 
-test: setup
+# Style and types: ruff (lint + format) and mypy, config in pyproject.toml. `make test` runs it first.
+lint: setup
+	$(VENV)/bin/ruff check keeper tests scripts
+	$(VENV)/bin/ruff format --check keeper tests scripts
+	$(VENV)/bin/mypy
+
+test: setup lint
 	$(PY) -m keeper.devtools.compile
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 

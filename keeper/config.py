@@ -11,15 +11,22 @@ configured: adapters read them on-chain; configuration only sets policy.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import socket
+import stat
 import tomllib
+import types
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from eth_utils import is_address, to_checksum_address
+import annotated_types
+from eth_utils import is_address, is_checksum_address, to_checksum_address
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from keeper.units import to_decimal
 
@@ -38,13 +45,26 @@ class ConfigError(Exception):
 # ---- field types ---------------------------------------------------------------------------------
 
 
+class Human:
+    """Annotated marker: how `keeper config-help` names a type ("address", "decimal ≥ 0", ...)."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"Human({self.text!r})"
+
+
 def _address(v: str) -> str:
     if not isinstance(v, str) or not is_address(v) or not v.startswith("0x"):
         raise ValueError("not a valid 0x-prefixed 20-byte address")
+    digits = v[2:]
+    if digits != digits.lower() and digits != digits.upper() and not is_checksum_address(v):
+        raise ValueError("mixed-case address fails its EIP-55 checksum (a typo?); check it, or write it in lower case")
     return to_checksum_address(v)
 
 
-def _url(schemes: tuple[str, ...]):
+def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
     def check(v: str) -> str:
         if not isinstance(v, str) or "://" not in v:
             raise ValueError(f"not a URL (expected {'/'.join(schemes)}://host:port)")
@@ -56,24 +76,107 @@ def _url(schemes: tuple[str, ...]):
     return check
 
 
+def _finite(v: Decimal) -> Decimal:
+    if not v.is_finite():
+        raise ValueError("must be a finite number")
+    return v
+
+
 def _non_negative(v: Decimal) -> Decimal:
-    if v < 0:
+    if _finite(v) < 0:
         raise ValueError("must be ≥ 0")
     return v
 
 
+def _positive(v: Decimal) -> Decimal:
+    if _finite(v) <= 0:
+        raise ValueError("must be > 0")
+    return v
+
+
 def _ratio(v: Decimal) -> Decimal:
-    if not (0 <= v <= 1):
+    if not (0 <= _finite(v) <= 1):
         raise ValueError("must be between 0 and 1")
     return v
 
 
-Address = Annotated[str, AfterValidator(_address)]
-HttpUrl = Annotated[str, AfterValidator(_url(("http", "https")))]
-WsUrl = Annotated[str, AfterValidator(_url(("ws", "wss")))]
-Dec = Annotated[Decimal, BeforeValidator(to_decimal)]
-NonNegDec = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_non_negative)]
-Ratio = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_ratio)]
+Address = Annotated[str, AfterValidator(_address), Human("address")]
+HttpUrl = Annotated[str, AfterValidator(_url(("http", "https"))), Human("URL (http/https)")]
+WsUrl = Annotated[str, AfterValidator(_url(("ws", "wss"))), Human("URL (ws/wss)")]
+Dec = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_finite), Human("decimal")]
+NonNegDec = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_non_negative), Human("decimal ≥ 0")]
+PosDec = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_positive), Human("decimal > 0")]
+Ratio = Annotated[Decimal, BeforeValidator(to_decimal), AfterValidator(_ratio), Human("ratio 0–1")]
+
+
+def unit(text: str) -> dict[str, Any]:
+    """`Field(..., json_schema_extra=unit("gwei"))`: the unit `keeper config-help` shows after the type."""
+    return {"unit": text}
+
+
+def _listen(v: str | None) -> str | None:
+    """`host:port` ("[::1]:9108" for IPv6); the host an IP literal or a name that resolves now.
+    Returns "host:port" without brackets (readers split at the last colon)."""
+    if v is None or v == "":
+        return None
+    if not isinstance(v, str) or ":" not in v:
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9108), got {v!r}")
+    host, _, port_s = v.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_s.isdigit() or not (1 <= int(port_s) <= 65535):
+        raise ValueError(f"port must be an integer 1–65535, got {port_s!r}")
+    if not host:
+        raise ValueError("host is missing (e.g. 127.0.0.1:9108, or 0.0.0.0:9108 for every interface)")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            socket.getaddrinfo(host, int(port_s), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise ValueError(f"host {host!r} is neither an IP address nor a name that resolves ({exc})") from None
+    return f"{host}:{int(port_s)}"
+
+
+def _writable_dir(d: Path) -> bool:
+    return os.access(d, os.W_OK | os.X_OK)
+
+
+def _state_path(v: Path) -> Path:
+    """The SQLite file must be usable by `keeper run` (which creates it, its folder and its `.lock`
+    sidecar); checked without creating anything."""
+    s = str(v)
+    if s == ":memory:":
+        return v
+    if not s or s.endswith(("/", os.sep)):
+        raise ValueError(f"expected a file path, got {s!r}")
+    p = Path(os.path.expanduser(s))
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        st = None
+    except NotADirectoryError:
+        st = None  # reported below: a parent is a file
+    except OSError as exc:
+        raise ValueError(f"cannot use {s}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{s} is a directory; name a file inside it (e.g. {p / 'keeper.sqlite'})")
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{s} is not a regular file")
+        if not os.access(p, os.R_OK | os.W_OK):
+            raise ValueError(f"{s} is not readable and writable by this user")
+    parent = p.absolute().parent
+    # the nearest existing ancestor: a directory we may create the rest in (the daemon creates them)
+    probe = parent
+    while not probe.exists() and not probe.is_symlink():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{probe} is not a directory, so {s} cannot be created")
+    if not _writable_dir(probe):
+        what = "its folder" if probe == parent else f"the nearest existing folder {probe}"
+        raise ValueError(f"{what} is not writable by this user (the journal and its .lock file are created there)")
+    return p
 
 
 class Model(BaseModel):
@@ -90,11 +193,18 @@ class ChainConfig(Model):
     )
     ws_url: WsUrl | None = Field(None, description="Websocket endpoint for newHeads; polling is the fallback.")
     chain_id: int = Field(gt=0, description="Expected chain id; the keeper refuses to start on any other chain.")
-    poll_interval: float = Field(1.0, gt=0, description="Seconds between head polls when not subscribed.")
-    request_timeout: float = Field(10.0, gt=0, description="Timeout in seconds for every RPC request.")
+    poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between head polls when not subscribed.", json_schema_extra=unit("seconds")
+    )
+    request_timeout: float = Field(
+        10.0, gt=0, description="Timeout in seconds for every RPC request.", json_schema_extra=unit("seconds")
+    )
     max_retries: int = Field(3, ge=0, le=20, description="Retries per request (across endpoints) on transport errors.")
     stale_head_after: float = Field(
-        60.0, gt=0, description="Seconds without a new block before the endpoint is considered stale."
+        60.0,
+        gt=0,
+        description="Seconds without a new block before the endpoint is considered stale.",
+        json_schema_extra=unit("seconds"),
     )
     log_page_size: int = Field(2000, ge=1, le=1_000_000, description="Blocks per eth_getLogs page while indexing.")
     batch_size: int = Field(100, ge=1, le=1000, description="Calls per Multicall3 aggregate / JSON-RPC batch.")
@@ -124,10 +234,14 @@ class KeyConfig(Model):
 
 class GasConfig(Model):
     max_fee_per_gas_gwei: NonNegDec = Field(
-        Decimal(200), description="Hard cap on maxFeePerGas (gwei); above it the keeper waits instead of sending."
+        Decimal(200),
+        description="Hard cap on maxFeePerGas (gwei); above it the keeper waits instead of sending.",
+        json_schema_extra=unit("gwei"),
     )
-    priority_fee_gwei: NonNegDec = Field(Decimal(1), description="Tip offered per gas (gwei).")
-    max_priority_fee_gwei: NonNegDec = Field(Decimal(5), description="Hard cap on the tip, replacements included (gwei).")
+    priority_fee_gwei: NonNegDec = Field(Decimal(1), description="Tip offered per gas (gwei).", json_schema_extra=unit("gwei"))
+    max_priority_fee_gwei: NonNegDec = Field(
+        Decimal(5), description="Hard cap on the tip, replacements included (gwei).", json_schema_extra=unit("gwei")
+    )
     base_fee_multiplier: Dec = Field(
         Decimal(2), ge=1, description="maxFeePerGas = min(cap, next base fee × this + tip): headroom for rising base fees."
     )
@@ -150,9 +264,15 @@ class PriceSourceConfig(Model):
     source: Literal["fixed", "chainlink"] = Field(
         "fixed", description="'fixed': `value`; 'chainlink': AggregatorV3 `feed` (latestRoundData)."
     )
-    value: NonNegDec | None = Field(None, description="Fixed price of 1 native token in quote-token units.")
+    value: PosDec | None = Field(
+        None,
+        description="Fixed price of 1 native token in quote-token units (> 0).",
+        json_schema_extra=unit("quote token per native token"),
+    )
     feed: Address | None = Field(None, description="Chainlink-compatible aggregator giving the native token's quote price.")
-    max_age: float = Field(3600.0, gt=0, description="Seconds after which a feed answer is stale (then no sends).")
+    max_age: float = Field(
+        3600.0, gt=0, description="Seconds after which a feed answer is stale (then no sends).", json_schema_extra=unit("seconds")
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> PriceSourceConfig:
@@ -165,7 +285,9 @@ class PriceSourceConfig(Model):
 
 class ProfitConfig(Model):
     min_profit: NonNegDec = Field(
-        Decimal(0), description="Send only if reward − gas cost ≥ this, in the market's quote token (per-protocol/market overrides)."
+        Decimal(0),
+        description="Send only if reward − gas cost ≥ this, in the market's quote token (per-protocol/market overrides).",
+        json_schema_extra=unit("quote token"),
     )
     allow_unprofitable: bool = Field(
         False, description="Opt in to sending liquidations whose expected profit is below min_profit (never by default)."
@@ -174,11 +296,15 @@ class ProfitConfig(Model):
 
 class TxConfig(Model):
     replace_after_blocks: int = Field(3, ge=1, description="A transaction not mined after this many blocks is replaced.")
-    fee_bump: Dec = Field(Decimal("1.125"), ge=Decimal("1.1"), description="Fee multiplier per replacement (≥ 1.1, nodes require +10 %).")
+    fee_bump: Dec = Field(
+        Decimal("1.125"), ge=Decimal("1.1"), description="Fee multiplier per replacement (≥ 1.1, nodes require +10 %)."
+    )
     max_replacements: int = Field(5, ge=0, description="Replacements before the keeper cancels (self-transfer at that nonce).")
     max_in_flight_per_market: int | None = Field(
-        None, ge=1, description="Liquidations in flight per market at once; default per protocol (perp 1: each one "
-        "moves the vAMM; LLAMMA 8: independent)."
+        None,
+        ge=1,
+        description="Liquidations in flight per market at once; default per protocol (perp 1: each one "
+        "moves the vAMM; LLAMMA 8: independent).",
     )
     failure_cooldown_blocks: int = Field(
         5, ge=0, description="After a reverted or failed liquidation, blocks to wait before re-trying that position."
@@ -186,18 +312,35 @@ class TxConfig(Model):
 
 
 class StateConfig(Model):
-    path: Path = Field(Path("keeper.sqlite"), description="SQLite file for the index cursor, positions and tx journal.")
+    path: Annotated[Path, AfterValidator(_state_path)] = Field(
+        Path("keeper.sqlite"),
+        validate_default=True,
+        description="SQLite file for the index cursor, positions and tx journal (`keeper run` creates it, its folder "
+        "and an exclusive `<path>.lock`; scan and check create nothing).",
+    )
 
 
 class HttpConfig(Model):
-    listen: str | None = Field("127.0.0.1:9108", description="host:port for /health and /metrics; empty to disable.")
+    listen: Annotated[str | None, AfterValidator(_listen), Human("host:port")] = Field(
+        "127.0.0.1:9108",
+        validate_default=True,
+        description="host:port for /health and /metrics (IPv6 as [::1]:9108; the host an IP or a resolvable name); "
+        "empty to disable.",
+    )
 
 
 class AlertsConfig(Model):
     webhook_url: HttpUrl | None = Field(None, description="JSON POST target for alerts (unhealthy, low balance, failed sends).")
-    min_balance_eth: NonNegDec = Field(Decimal("0.05"), description="Alert and report unhealthy below this native balance.")
+    min_balance_eth: NonNegDec = Field(
+        Decimal("0.05"),
+        description="Alert and report unhealthy below this native balance.",
+        json_schema_extra=unit("native token"),
+    )
     repeat_after: float = Field(
-        600.0, ge=0, description="Seconds before the same alert (kind and subject) is POSTed again; 0 sends every one."
+        600.0,
+        ge=0,
+        description="Seconds before the same alert (kind and subject) is POSTed again; 0 sends every one.",
+        json_schema_extra=unit("seconds"),
     )
 
 
@@ -213,29 +356,52 @@ class ProtocolConfig(Model):
     name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$", description="Label used in logs and metrics.")
     enabled: bool = Field(True, description="Set false to keep a section in the file without running it.")
     start_block: int = Field(0, ge=0, description="First block to index events from.")
-    min_profit: NonNegDec | None = Field(None, description="Overrides profit.min_profit for this protocol (quote units).")
-    native_price: PriceSourceConfig | None = Field(None, description="Overrides pricing for this protocol's quote token.")
+    min_profit: NonNegDec | None = Field(
+        None, description="Overrides profit.min_profit for this protocol.", json_schema_extra=unit("quote token")
+    )
+    native_price: PriceSourceConfig | None = Field(
+        None, description="Price of the gas token in this protocol's quote token; overrides [pricing] (same fields)."
+    )
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass whose `kind` is a Literal registers itself as that protocol kind's config model."""
+        super().__pydantic_init_subclass__(**kwargs)
+        kind_ann = cls.model_fields["kind"].annotation
+        if get_origin(kind_ann) is Literal:
+            for kind in get_args(kind_ann):
+                register_protocol_kind(str(kind), cls)
 
 
 class KeeperConfig(Model):
     chain: ChainConfig
-    key: KeyConfig = KeyConfig()
-    gas: GasConfig = GasConfig()
-    pricing: PriceSourceConfig = Field(
-        PriceSourceConfig(source="fixed", value=Decimal(2000)),
-        description="Price of the native (gas) token in quote-token units, for gas costs.",
+    key: KeyConfig = Field(default_factory=lambda: KeyConfig.model_validate({}))
+    gas: GasConfig = Field(default_factory=lambda: GasConfig.model_validate({}))
+    pricing: PriceSourceConfig | None = Field(
+        None,
+        description="Price of the native (gas) token in quote-token units, to cost gas. Required unless every enabled "
+        "protocol sets native_price (there is no default: a wrong one mis-prices every decision).",
     )
-    profit: ProfitConfig = ProfitConfig()
-    tx: TxConfig = TxConfig()
-    state: StateConfig = StateConfig()
-    http: HttpConfig = HttpConfig()
-    alerts: AlertsConfig = AlertsConfig()
-    log: LogConfig = LogConfig()
+    profit: ProfitConfig = Field(default_factory=lambda: ProfitConfig.model_validate({}))
+    tx: TxConfig = Field(default_factory=lambda: TxConfig.model_validate({}))
+    state: StateConfig = Field(default_factory=lambda: StateConfig.model_validate({}))
+    http: HttpConfig = Field(default_factory=lambda: HttpConfig.model_validate({}))
+    alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig.model_validate({}))
+    log: LogConfig = Field(default_factory=lambda: LogConfig.model_validate({}))
     dry_run: bool = Field(False, description="Evaluate and simulate but never send (also `--dry-run`).")
     shutdown_timeout: float = Field(
         20.0, gt=0, description="Seconds to finish the current block after SIGTERM/SIGINT before exiting anyway."
     )
-    protocols: list[ProtocolConfig] = Field(default_factory=list, description="Protocol sections ([[protocols]]).")
+    protocols: list[ProtocolConfig] = Field(
+        default_factory=list, description="Protocol sections ([[protocols]]); at least one enabled."
+    )
+
+    def price_source(self, protocol: ProtocolConfig) -> PriceSourceConfig:
+        """The gas token's price source for `protocol`: its native_price, else [pricing] (validated to exist)."""
+        source = protocol.native_price or self.pricing
+        if source is None:  # parse_config rejects this for every enabled protocol
+            raise ConfigError("pricing", f"no price source for protocol {protocol.name!r}")
+        return source
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -253,7 +419,7 @@ def _loc(loc: tuple) -> str:
 
 def _first_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     err = exc.errors(include_url=False)[0]
-    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (p.startswith("function-") or p == "[key]")))
     path = _loc(loc)
     if prefix:
         path = f"{prefix}.{path}" if path else prefix
@@ -304,10 +470,37 @@ def apply_env(data: dict, environ: dict[str, str]) -> dict:
     return out
 
 
-def parse_config(data: dict, environ: dict[str, str] | None = None) -> KeeperConfig:
-    """Validate a config dict (env overlay applied); raise ConfigError naming the first bad field."""
-    from keeper.adapters import adapter_class  # noqa: PLC0415 - adapters import this module
+# ---- protocol kinds ----------------------------------------------------------------------------------
+# This module never imports the adapters: each adapter's config model (a ProtocolConfig subclass
+# with `kind: Literal["..."]`) registers itself when its module is imported, and keeper.adapters
+# installs a loader that imports every adapter module on first need.
 
+_PROTOCOL_KINDS: dict[str, type[ProtocolConfig]] = {}
+_kinds_loader: Callable[[], object] | None = None
+
+
+def register_protocol_kind(kind: str, model: type[ProtocolConfig]) -> None:
+    _PROTOCOL_KINDS[kind] = model
+
+
+def set_protocol_kinds_loader(loader: Callable[[], object]) -> None:
+    """`loader()` imports every adapter module (keeper.adapters installs its registry discovery)."""
+    global _kinds_loader  # noqa: PLW0603 - one process-wide hook
+    _kinds_loader = loader
+
+
+def protocol_kinds() -> dict[str, type[ProtocolConfig]]:
+    """kind → config model of every known protocol kind."""
+    if _kinds_loader is not None:
+        _kinds_loader()
+    return dict(_PROTOCOL_KINDS)
+
+
+def parse_config(
+    data: dict, environ: dict[str, str] | None = None, kinds: Mapping[str, type[ProtocolConfig]] | None = None
+) -> KeeperConfig:
+    """Validate a config dict (env overlay applied); raise ConfigError naming the first bad field.
+    `kinds`: kind → config model (default: every registered protocol kind)."""
     data = apply_env(data, dict(os.environ) if environ is None else environ)
     raw_protocols = data.pop("protocols", []) or []
     if not isinstance(raw_protocols, list):
@@ -316,6 +509,7 @@ def parse_config(data: dict, environ: dict[str, str] | None = None) -> KeeperCon
         base = KeeperConfig.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    known = dict(kinds) if kinds is not None else dict(_PROTOCOL_KINDS)
     protocols: list[ProtocolConfig] = []
     for i, raw in enumerate(raw_protocols):
         where = f"protocols[{i}]"
@@ -324,22 +518,54 @@ def parse_config(data: dict, environ: dict[str, str] | None = None) -> KeeperCon
         kind = raw.get("kind")
         if not kind:
             raise ConfigError(f"{where}.kind", "required field is missing")
+        if kinds is None and str(kind) not in known:
+            known = protocol_kinds()
+        model = known.get(str(kind))
+        if model is None:
+            raise ConfigError(f"{where}.kind", f"unknown protocol kind {kind!r} (known: {', '.join(sorted(known)) or 'none'})")
         try:
-            cls = adapter_class(str(kind))
-        except KeyError as exc:
-            raise ConfigError(f"{where}.kind", str(exc.args[0])) from None
-        try:
-            protocols.append(cls.config_model.model_validate(raw))
+            protocols.append(model.model_validate(raw))
         except ValidationError as exc:
             raise _first_error(exc, where) from None
+        _check_overrides(protocols[-1], where)
     names = [p.name for p in protocols]
     for i, n in enumerate(names):
         if n in names[:i]:
             raise ConfigError(f"protocols[{i}].name", f"duplicate protocol name {n!r}")
+    enabled = [(i, p) for i, p in enumerate(protocols) if p.enabled]
+    if not enabled:
+        what = "no [[protocols]] section" if not protocols else "every [[protocols]] section has enabled = false"
+        raise ConfigError("protocols", f"{what}: the keeper would watch nothing; add one (see `keeper config-help`)")
+    if base.pricing is None:
+        missing = [(i, p) for i, p in enabled if p.native_price is None]
+        if missing:
+            names_ = ", ".join(f"protocols[{i}] ({p.name})" for i, p in missing)
+            raise ConfigError(
+                "pricing",
+                'required: the gas token\'s price in quote-token units, e.g. [pricing] source = "fixed", value = "3000" '
+                f"(or a chainlink feed), or native_price on every enabled protocol (missing on {names_})",
+            )
     return base.model_copy(update={"protocols": protocols})
 
 
-def load_config(path: str | Path, environ: dict[str, str] | None = None) -> KeeperConfig:
+def _check_overrides(protocol: ProtocolConfig, where: str) -> None:
+    """Per-market overrides must name a watched market when the protocol lists its markets explicitly
+    (with an empty list every market is discovered on-chain: the adapter checks them at start)."""
+    markets = getattr(protocol, "markets", None)
+    overrides = getattr(protocol, "market_overrides", None)
+    if not markets or not isinstance(overrides, dict) or not isinstance(markets, list):
+        return
+    watched = set(markets)
+    for address in overrides:
+        if address not in watched:
+            raise ConfigError(
+                f"{where}.market_overrides.{address}", "override for a market that is not in `markets` (not watched)"
+            )
+
+
+def load_config(
+    path: str | Path, environ: dict[str, str] | None = None, kinds: Mapping[str, type[ProtocolConfig]] | None = None
+) -> KeeperConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError("", f"config file not found: {p}")
@@ -347,17 +573,124 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Keep
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
-    return parse_config(data, environ)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("", f"cannot read config file {p}: {exc}") from None
+    return parse_config(data, environ, kinds)
 
 
-def iter_help(model: type[BaseModel] = KeeperConfig, prefix: str = ""):
-    """(dotted name, type, default, help) for every setting — the source of `keeper config-help`."""
+# ---- help --------------------------------------------------------------------------------------------
+
+_PLAIN = {bool: "true | false", int: "integer", float: "number", str: "string", Path: "path", Decimal: "decimal"}
+
+
+def _bounds(metadata: list[Any] | tuple[Any, ...]) -> str:
+    out = []
+    for m in metadata:
+        for attr, sym in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            if isinstance(m, getattr(annotated_types, attr.capitalize())):
+                out.append(f"{sym} {getattr(m, attr)}")
+    return ", ".join(out)
+
+
+def _lengths(metadata: list[Any] | tuple[Any, ...], what: str) -> str:
+    lo = next((m.min_length for m in metadata if isinstance(m, annotated_types.MinLen)), 0)
+    hi = next((m.max_length for m in metadata if isinstance(m, annotated_types.MaxLen)), None)
+    if hi is not None:
+        return f"{lo}–{hi} {what}".rstrip()
+    return f"at least {lo} {what}".rstrip() if lo else ""
+
+
+def human_type(annotation: Any, metadata: list[Any] | tuple[Any, ...] = ()) -> str:
+    """A type as a person reads it: "address", "list of address", "'on' | 'off' | 'auto'", "integer ≥ 1"."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        base, *extra = get_args(annotation)
+        return human_type(base, [*extra, *metadata])
+    marker = next((m.text for m in metadata if isinstance(m, Human)), None)
+    lengths = ""
+    if marker is not None:
+        text = marker
+    elif origin is Literal:
+        text = " | ".join(repr(a) for a in get_args(annotation))
+    elif origin in (Union, types.UnionType):
+        text = " | ".join(human_type(a) for a in get_args(annotation) if a is not type(None))
+    elif origin is list:
+        text = f"list of {human_type(get_args(annotation)[0])}"
+        lengths = _lengths(metadata, "")
+    elif origin is dict:
+        key, value = get_args(annotation)
+        text = f"table: {human_type(key)} → {human_type(value)}"
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        text = "table"
+    else:
+        text = _PLAIN.get(annotation, getattr(annotation, "__name__", str(annotation)))
+        if annotation is str:
+            lengths = _lengths(metadata, "characters")
+    qualifiers = ", ".join(q for q in (_bounds(metadata), lengths) if q)
+    if not qualifiers:
+        return text
+    return f"{text} {qualifiers}" if qualifiers[0] in "≥>≤<" else f"{text}, {qualifiers}"
+
+
+def _field_type(field: FieldInfo) -> str:
+    text = human_type(field.annotation, field.metadata)
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and extra.get("unit"):
+        text += f" ({extra['unit']})"
+    return text
+
+
+def _sub_models(annotation: Any) -> list[type[BaseModel]]:
+    """The table models a field holds (directly, optional, or as the values of a table)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _sub_models(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return [m for a in get_args(annotation) for m in _sub_models(a)]
+    if origin is dict:
+        return _sub_models(get_args(annotation)[1])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def iter_help(model: type[BaseModel] = KeeperConfig, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+    """(dotted name, human type, default, help) for every setting — the source of `keeper config-help`.
+    [[protocols]] fields are listed per kind by `iter_protocol_help`."""
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
-        ann = field.annotation
-        sub = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if sub is not None and name != "protocols":
-            yield from iter_help(sub, path + ".")
+        if model is KeeperConfig and name == "protocols":
             continue
-        default = "(required)" if field.is_required() else field.get_default(call_default_factory=True)
-        yield path, getattr(ann, "__name__", str(ann)), default, field.description or ""
+        subs = _sub_models(field.annotation)
+        default = _default(field)
+        if subs:
+            keyed = get_origin(field.annotation) is dict
+            yield path, _field_type(field), "" if default != "(required)" else default, field.description or ""
+            yield from iter_help(subs[0], path + (".<address>." if keyed else "."))
+            continue
+        yield path, _field_type(field), default, field.description or ""
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "(required)"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "(unset)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | Decimal | Path):
+        return f'"{value}"'
+    if isinstance(value, list | dict) and not value:
+        return "[]" if isinstance(value, list) else "{}"
+    return str(value)
+
+
+def iter_protocol_help(
+    kinds: Mapping[str, type[ProtocolConfig]] | None = None,
+) -> Iterator[tuple[str, list[tuple[str, str, str, str]]]]:
+    """(kind, its [[protocols]] fields as iter_help rows) for every protocol kind."""
+    known = protocol_kinds() if kinds is None else dict(kinds)
+    for kind in sorted(known):
+        rows = [r for r in iter_help(known[kind]) if r[0] != "kind"]
+        yield kind, [("kind", f'"{kind}"', "(required)", "Adapter kind."), *rows]

@@ -26,7 +26,7 @@ from keeper.gas import FeeCapExceeded, FeePolicy, FeeQuote
 from keeper.pricing import NativePrice, PriceUnavailable
 from keeper.risk.profit import WAD, decide, gas_cost_in_quote
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError, call_object
-from keeper.txs import Finished, PendingTx, Review, SendRejected
+from keeper.txs import Finished, PendingTx, Review, SendAborted, SendRejected
 from keeper.types import Block, Plan, PositionKey
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class Sender(Protocol):
     """Submits signed transactions: the daemon's transaction manager. Read-only tools have none."""
 
     def busy(self, key: PositionKey) -> bool: ...
-    def same_call_in_flight(self, plan: Plan) -> bool: ...
+    def step_in_flight(self, step: str) -> bool: ...
     def in_flight_per_market(self) -> Counter[tuple[str, str]]: ...
     async def submit(self, plan: Plan, gas_limit: int, fees: FeeQuote, expected_cost: int, head: Block) -> PendingTx: ...
 
@@ -313,7 +313,7 @@ class Executor:
         limit = self.in_flight_limit(a)
         sendable: list[Plan] = []
         for p in plans:
-            if p.prerequisite is not None and self.sender is not None and self.sender.same_call_in_flight(p.prerequisite):
+            if p.prerequisite is not None and self.sender is not None and self.sender.step_in_flight(p.prerequisite.step):
                 self.skip(a, p, "prerequisite_pending", prerequisite=p.prerequisite.kind)
                 continue
             if in_flight[(a.name, p.key.market)] >= limit:
@@ -350,10 +350,15 @@ class Executor:
         try:
             pending = await self.sender.submit(to_send, d.gas_limit, d.fees, d.cost, head)
         except SendRejected as exc:
-            self.metrics.liquidations.labels(a.name, "rejected").inc()
-            self.log.warning(f"{event}_send_rejected", protocol=a.name, market=label, account=d.plan.key.account, reason=str(exc))
+            aborted = isinstance(exc, SendAborted)  # never left the process (signing or journal failure)
+            self.metrics.liquidations.labels(a.name, "aborted" if aborted else "rejected").inc()
+            self.log.warning(
+                f"{event}_send_{'aborted' if aborted else 'rejected'}", protocol=a.name, market=label, account=d.plan.key.account,
+                reason=str(exc),
+            )
             if self.alerts is not None:
-                self.alerts.alert("send_failed", f"{a.name}: the node rejected a transaction: {exc}", account=d.plan.key.account)
+                what = "could not sign or journal a transaction" if aborted else "the node rejected a transaction"
+                self.alerts.alert("send_failed", f"{a.name}: {what}: {exc}", account=d.plan.key.account)
             self.cooldown[d.plan.key] = head.number + self.cfg.tx.failure_cooldown_blocks
             return
         self.last_skip.pop(d.plan.key, None)

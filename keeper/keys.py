@@ -46,12 +46,16 @@ def _check_private_file(path: Path, what: str) -> None:
     except FileNotFoundError:
         raise KeyLoadError(f"{what} not found: {path}") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyLoadError(f"{what} {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}")
+        raise KeyLoadError(
+            f"{what} {path} is accessible by group/others (mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}"
+        )
 
 
 def load_signer(cfg: KeyConfig, environ: dict[str, str] | None = None) -> Signer:
     env = os.environ if environ is None else environ
     if cfg.keystore is not None:
+        if cfg.password_file is None:  # config validation requires it with a keystore
+            raise KeyLoadError("key.keystore is set but key.password_file is not")
         _check_private_file(cfg.keystore, "keystore")
         _check_private_file(cfg.password_file, "password file")
         password = cfg.password_file.read_text().rstrip("\r\n")

@@ -1,4 +1,4 @@
-"""Prometheus metrics (prometheus-client), one registry per Engine so tests can run several."""
+"""Prometheus metrics (prometheus-client), one registry per daemon so tests can run several."""
 
 from __future__ import annotations
 
@@ -11,16 +11,22 @@ class Metrics:
         self.positions = Gauge("keeper_positions", "Indexed positions by protocol and status", ["protocol", "status"], registry=r)
         self.markets = Gauge("keeper_markets", "Markets watched", ["protocol"], registry=r)
         self.liquidations = Counter(
-            "keeper_liquidations_total", "Liquidation transactions by result (sent, landed, reverted, raced, dropped, cancelled)",
-            ["protocol", "result"], registry=r,
-        )  # fmt: skip
-        self.skips = Counter("keeper_liquidations_skipped_total", "Liquidations not sent, by reason", ["protocol", "reason"], registry=r)
+            "keeper_liquidations_total",
+            "Liquidation transactions by result (sent, landed, reverted, raced, dropped, cancelled)",
+            ["protocol", "result"],
+            registry=r,
+        )
+        self.skips = Counter(
+            "keeper_liquidations_skipped_total", "Liquidations not sent, by reason", ["protocol", "reason"], registry=r
+        )
         self.reward = Counter("keeper_realised_reward_total", "Realised reward in quote-token units", ["protocol"], registry=r)
         self.gas_spent = Counter("keeper_gas_spent_wei_total", "Gas paid by the keeper (wei)", registry=r)
         self.eval_seconds = Histogram(
-            "keeper_block_evaluation_seconds", "Time to process one block (index, refresh, evaluate, decide)",
-            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
-        )  # fmt: skip
+            "keeper_block_evaluation_seconds",
+            "Time to process one block (index, refresh, evaluate, decide)",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.head = Gauge("keeper_head_block", "Latest block processed", registry=r)
         self.head_lag = Gauge("keeper_head_lag_seconds", "Wall-clock seconds since the latest block's timestamp", registry=r)
         self.head_age = Gauge("keeper_head_age_seconds", "Seconds since the keeper last saw a new block", registry=r)
@@ -29,6 +35,12 @@ class Metrics:
         self.balance = Gauge("keeper_balance_wei", "Keeper's native balance (wei)", registry=r)
         self.pending = Gauge("keeper_pending_transactions", "Transactions sent and not yet settled", registry=r)
         self.reorgs = Counter("keeper_reorgs_total", "Chain reorganisations detected", registry=r)
+        self.ratio_discrepancies = Counter(
+            "keeper_ratio_discrepancies_total",
+            "Candidates whose on-chain ratio, kind or reward differs from the local maths",
+            ["protocol"],
+            registry=r,
+        )
         self.up = Gauge("keeper_healthy", "1 when every health check passes", registry=r)
 
     def render(self) -> bytes:

@@ -38,17 +38,22 @@ class NativePrice:
         now = time.monotonic()
         if self._cached and now - self._cached[0] < self.cache_seconds:
             return self._cached[1]
+        feed = self.cfg.feed
+        if feed is None:  # config validation requires a feed unless source = "fixed"
+            raise PriceUnavailable("no pricing.feed configured")
         if self._decimals is None:
-            self._decimals = abi_decode(["uint8"], await self.rpc.eth_call(self.cfg.feed, DECIMALS))[0]
+            self._decimals = abi_decode(["uint8"], await self.rpc.eth_call(feed, DECIMALS))[0]
         _rid, answer, _started, updated, _ans = abi_decode(
-            ["uint80", "int256", "uint256", "uint256", "uint80"], await self.rpc.eth_call(self.cfg.feed, LATEST_ROUND_DATA)
+            ["uint80", "int256", "uint256", "uint256", "uint80"], await self.rpc.eth_call(feed, LATEST_ROUND_DATA)
         )
         if answer <= 0:
-            raise PriceUnavailable(f"feed {self.cfg.feed} answered {answer}")
+            raise PriceUnavailable(f"feed {feed} answered {answer}")
         block = await self.rpc.get_block("latest")
+        if block is None:
+            raise PriceUnavailable("the node returned no latest block")
         age = int(block["timestamp"], 16) - updated
         if age > self.cfg.max_age:
-            raise PriceUnavailable(f"feed {self.cfg.feed} is stale ({age}s old > {self.cfg.max_age}s)")
+            raise PriceUnavailable(f"feed {feed} is stale ({age}s old > {self.cfg.max_age}s)")
         price = answer * WAD // 10**self._decimals
         self._cached = (now, price)
         return price

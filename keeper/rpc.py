@@ -179,13 +179,17 @@ class RpcClient:
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> RpcClient:
+        self._open_session()
+        return self
+
+    def _open_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 connector=aiohttp.TCPConnector(limit=32),
                 headers={"Content-Type": "application/json"},
             )
-        return self
+        return self._session
 
     async def close(self) -> None:
         if self._session is not None:
@@ -248,12 +252,11 @@ class RpcClient:
 
     # ---- transport -----------------------------------------------------------------------------
     async def _post(self, ep: Endpoint, payload: Any) -> Any:
-        if self._session is None:
-            await self.start()
+        session = self._open_session()
         ep.requests += 1
         self.stats.http_requests += 1
         try:
-            async with self._session.post(ep.url, data=json.dumps(payload)) as resp:
+            async with session.post(ep.url, data=json.dumps(payload)) as resp:
                 if resp.status == 429 or resp.status >= 500:
                     raise TransportError(ep.url, f"HTTP {resp.status}")
                 text = await resp.text()
@@ -315,6 +318,24 @@ class RpcClient:
         if isinstance(out, Exception):
             raise out
         return out
+
+    async def request_on(self, url: str, method: str, params: list | None = None) -> Any:
+        """One call on one configured endpoint, whatever its cooldown: no failover, no retry, and no
+        change to the endpoint's rotation state (e.g. to ask every endpoint for a receipt).
+        Raises TransportError when it does not answer properly, RpcError for an error answer."""
+        ep = next((e for e in self.endpoints if e.url == url), None)
+        if ep is None:
+            raise ValueError(f"not a configured endpoint: {redact_url(url)}")
+        self.stats.calls += 1
+        self.stats.by_method[method] += 1
+        answer = await self._post(ep, {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params or []})
+        if not isinstance(answer, dict):
+            raise TransportError(ep.url, "malformed JSON-RPC answer")
+        if answer.get("error") is not None:
+            raise _classify_error(answer["error"], ep.url)
+        if "result" not in answer:
+            raise TransportError(ep.url, "answer without result")
+        return answer["result"]
 
     async def batch(self, calls: list[tuple[str, list]]) -> list[Any]:
         """Several calls in JSON-RPC batches of `batch_size`; each item is a result or an RpcError."""
@@ -392,13 +413,22 @@ class RpcClient:
         return int(await self.request("eth_getTransactionCount", [address, block]), 16)
 
     async def eth_call(
-        self, to: str, data: bytes, *, sender: str | None = None, block: int | str = "latest", value: int = 0, gas: int | None = None
+        self,
+        to: str,
+        data: bytes,
+        *,
+        sender: str | None = None,
+        block: int | str = "latest",
+        value: int = 0,
+        gas: int | None = None,
     ) -> bytes:
         out = await self.request("eth_call", [call_object(to, data, sender=sender, value=value, gas=gas), block_tag(block)])
         return bytes.fromhex(out[2:])
 
     async def estimate_gas(self, to: str, data: bytes, *, sender: str, value: int = 0, block: int | str = "latest") -> int:
-        return int(await self.request("eth_estimateGas", [call_object(to, data, sender=sender, value=value), block_tag(block)]), 16)
+        return int(
+            await self.request("eth_estimateGas", [call_object(to, data, sender=sender, value=value), block_tag(block)]), 16
+        )
 
     async def get_logs(self, address: str | list[str], topics: list, from_block: int, to_block: int) -> list[dict]:
         return await self.request(

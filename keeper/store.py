@@ -35,11 +35,35 @@ CREATE TABLE IF NOT EXISTS txs (
     expected_reward TEXT NOT NULL DEFAULT '0', expected_cost TEXT NOT NULL DEFAULT '0',
     created_block INTEGER NOT NULL, sent_block INTEGER, mined_block INTEGER,
     gas_used INTEGER, effective_gas_price TEXT, reward TEXT, reason TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
+    created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    tx_type TEXT, cancelling INTEGER NOT NULL DEFAULT 0, replacements INTEGER NOT NULL DEFAULT 0,
+    step TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS txs_status ON txs(status);
 CREATE INDEX IF NOT EXISTS txs_nonce ON txs(nonce);
+CREATE TABLE IF NOT EXISTS tx_attempts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_id INTEGER NOT NULL REFERENCES txs(id),
+    action TEXT NOT NULL, status TEXT NOT NULL,
+    tx_hash TEXT NOT NULL, raw_tx TEXT NOT NULL, tx_type TEXT NOT NULL, nonce INTEGER NOT NULL,
+    to_addr TEXT NOT NULL, data TEXT NOT NULL, value TEXT NOT NULL, gas_limit INTEGER NOT NULL,
+    max_fee TEXT NOT NULL, max_priority TEXT NOT NULL,
+    block INTEGER NOT NULL, reason TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tx_attempts_tx ON tx_attempts(tx_id);
 """
+
+# Columns added to `txs` after the first release: (name, declaration). A state file written by an older
+# keeper gets them at open (ALTER TABLE ... ADD COLUMN), its rows keep their values.
+_TXS_ADDED_COLUMNS = (
+    ("tx_type", "TEXT"),  # 'eip1559' | 'legacy' (older rows: inferred from the signed bytes)
+    ("cancelling", "INTEGER NOT NULL DEFAULT 0"),  # 1 once a cancellation (self-transfer) holds the nonce
+    ("replacements", "INTEGER NOT NULL DEFAULT 0"),  # replacements/cancellations accepted at this nonce
+    ("step", "TEXT NOT NULL DEFAULT ''"),  # a set-up step's identity (Plan.step), e.g. an approval's token and spender
+)
+TX_TYPES = ("eip1559", "legacy")
+ATTEMPT_ACTIONS = ("send", "replace", "cancel")
+ATTEMPT_STATUSES = ("signed", "sent", "refused")  # refused: the node definitively rejected this attempt
 
 OPEN_STATUSES = ("intent", "signed", "sent")
 FINAL_STATUSES = ("mined", "reverted", "cancelled", "dropped", "failed")
@@ -72,6 +96,14 @@ class TxRow:
     effective_gas_price: int | None
     reward: int | None
     reason: str
+    tx_type: str = "eip1559"  # 'eip1559' | 'legacy'
+    cancelling: bool = False  # a cancellation (self-transfer at this nonce) was signed and not refused
+    replacements: int = 0
+    step: str = ""
+
+    @property
+    def legacy(self) -> bool:
+        return self.tx_type == "legacy"
 
     @property
     def key(self) -> str:
@@ -83,15 +115,90 @@ class TxRow:
             return int(v) if v is not None else None
 
         return cls(
-            id=r["id"], protocol=r["protocol"], market=r["market"], account=r["account"], kind=r["kind"],
-            nonce=r["nonce"], status=r["status"], tx_hash=r["tx_hash"], raw_tx=r["raw_tx"],
-            hashes=json.loads(r["hashes"]), to_addr=r["to_addr"], data=r["data"], value=int(r["value"]),
-            gas_limit=r["gas_limit"], max_fee=int(r["max_fee"]), max_priority=int(r["max_priority"]),
-            expected_reward=int(r["expected_reward"]), expected_cost=int(r["expected_cost"]),
-            created_block=r["created_block"], sent_block=r["sent_block"], mined_block=r["mined_block"],
-            gas_used=r["gas_used"], effective_gas_price=big(r["effective_gas_price"]), reward=big(r["reward"]),
+            id=r["id"],
+            protocol=r["protocol"],
+            market=r["market"],
+            account=r["account"],
+            kind=r["kind"],
+            nonce=r["nonce"],
+            status=r["status"],
+            tx_hash=r["tx_hash"],
+            raw_tx=r["raw_tx"],
+            hashes=json.loads(r["hashes"]),
+            to_addr=r["to_addr"],
+            data=r["data"],
+            value=int(r["value"]),
+            gas_limit=r["gas_limit"],
+            max_fee=int(r["max_fee"]),
+            max_priority=int(r["max_priority"]),
+            expected_reward=int(r["expected_reward"]),
+            expected_cost=int(r["expected_cost"]),
+            created_block=r["created_block"],
+            sent_block=r["sent_block"],
+            mined_block=r["mined_block"],
+            gas_used=r["gas_used"],
+            effective_gas_price=big(r["effective_gas_price"]),
+            reward=big(r["reward"]),
             reason=r["reason"],
-        )  # fmt: skip
+            tx_type=r["tx_type"] or "eip1559",
+            cancelling=bool(r["cancelling"]),
+            replacements=r["replacements"],
+            step=r["step"] or "",
+        )
+
+
+@dataclass
+class AttemptRow:
+    """One signed transaction at a journal row's nonce: the first send, a replacement or a cancellation."""
+
+    id: int
+    tx_id: int
+    action: str  # 'send' | 'replace' | 'cancel'
+    status: str  # 'signed' | 'sent' | 'refused'
+    tx_hash: str
+    raw_tx: str
+    tx_type: str
+    nonce: int
+    to_addr: str
+    data: str
+    value: int
+    gas_limit: int
+    max_fee: int
+    max_priority: int
+    block: int
+    reason: str
+
+    @classmethod
+    def from_row(cls, r: sqlite3.Row) -> AttemptRow:
+        return cls(
+            id=r["id"],
+            tx_id=r["tx_id"],
+            action=r["action"],
+            status=r["status"],
+            tx_hash=r["tx_hash"],
+            raw_tx=r["raw_tx"],
+            tx_type=r["tx_type"],
+            nonce=r["nonce"],
+            to_addr=r["to_addr"],
+            data=r["data"],
+            value=int(r["value"]),
+            gas_limit=r["gas_limit"],
+            max_fee=int(r["max_fee"]),
+            max_priority=int(r["max_priority"]),
+            block=r["block"],
+            reason=r["reason"],
+        )
+
+
+def _tx_type_of_raw(raw: str | None) -> str | None:
+    """The type of a signed transaction from its bytes: a typed envelope starts with its type byte
+    (0x02: EIP-1559), a legacy transaction with an RLP list header (≥ 0xc0)."""
+    if not raw:
+        return None
+    head = raw[2:4] if raw.startswith("0x") else raw[:2]
+    if head == "02":
+        return "eip1559"
+    return "legacy" if head and int(head, 16) >= 0xC0 else None
 
 
 class Store:
@@ -104,7 +211,58 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA busy_timeout=10000")
+        self._prepare()
+
+    def _prepare(self) -> None:
         self.conn.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a state file written by an older keeper to this schema, keeping every row."""
+        have = {r["name"] for r in self.conn.execute("PRAGMA table_info(txs)")}
+        added = [(name, decl) for name, decl in _TXS_ADDED_COLUMNS if name not in have]
+        if not added:
+            return
+        with self._tx():
+            for name, decl in added:
+                self.conn.execute(f"ALTER TABLE txs ADD COLUMN {name} {decl}")
+            for r in self.conn.execute("SELECT id, raw_tx FROM txs WHERE tx_type IS NULL").fetchall():
+                tx_type = _tx_type_of_raw(r["raw_tx"])
+                if tx_type is not None:
+                    self.conn.execute("UPDATE txs SET tx_type=? WHERE id=?", (tx_type, r["id"]))
+
+    @classmethod
+    def read_only_copy(cls, path: str | Path) -> Store:
+        """The state at `path` copied into memory, for tools that must not write (dry run, scan, check).
+
+        The file is opened read-only (`mode=ro`) and copied with SQLite's backup API; what the tool
+        changes afterwards lives in memory only. Nothing on disk is created, written or left locked:
+        - no file at `path` (or no folder): an empty in-memory store;
+        - no `-wal` file beside it (no keeper has it open): opened `immutable=1` as well, because a
+          read-only open of a WAL database would otherwise create its `-wal`/`-shm` files (the main
+          file is then complete: a writer appends to a `-wal` until it checkpoints);
+        - a live (or crashed) writer, its `-wal`/`-shm` beside it: a plain read-only open that reads
+          through them, under SQLite's shared read lock for the duration of the copy only. The state
+          file and its `-wal` are not written; SQLite's shared-memory index (`-shm`, which the writer
+          owns) records the reader, as it does for any reader.
+        """
+        src_path = Path(path)
+        mem = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        if str(path) != ":memory:" and src_path.is_file():
+            live = Path(f"{src_path}-wal").exists() and Path(f"{src_path}-shm").exists()
+            uri = src_path.resolve().as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1")
+            src = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            try:
+                src.execute("PRAGMA busy_timeout=10000")
+                src.backup(mem)
+            finally:
+                src.close()
+        store = cls.__new__(cls)
+        store.path = str(path)
+        store.conn = mem
+        store.conn.row_factory = sqlite3.Row
+        store._prepare()
+        return store
 
     def close(self) -> None:
         self.conn.close()
@@ -118,7 +276,9 @@ class Store:
         return row["value"] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT INTO meta(key,value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+        self.conn.execute(
+            "INSERT INTO meta(key,value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value)
+        )
 
     # ---- cursors and block hashes -------------------------------------------------------------
     def cursor(self, protocol: str) -> tuple[int, str] | None:
@@ -182,17 +342,170 @@ class Store:
 
     # ---- transaction journal -------------------------------------------------------------------
     def tx_intent(
-        self, *, protocol: str, market: str, account: str, kind: str, nonce: int, to: str, data: str, value: int,
-        gas_limit: int, max_fee: int, max_priority: int, expected_reward: int, expected_cost: int, block: int,
-    ) -> int:  # fmt: skip
+        self,
+        *,
+        protocol: str,
+        market: str,
+        account: str,
+        kind: str,
+        nonce: int,
+        to: str,
+        data: str,
+        value: int,
+        gas_limit: int,
+        max_fee: int,
+        max_priority: int,
+        expected_reward: int,
+        expected_cost: int,
+        block: int,
+        tx_type: str = "eip1559",
+        step: str = "",
+    ) -> int:
+        assert tx_type in TX_TYPES, tx_type
         now = time.time()
         cur = self.conn.execute(
             "INSERT INTO txs(protocol,market,account,kind,nonce,status,to_addr,data,value,gas_limit,max_fee,max_priority,"
-            "expected_reward,expected_cost,created_block,created_at,updated_at) VALUES(?,?,?,?,?,'intent',?,?,?,?,?,?,?,?,?,?,?)",
-            (protocol, market, account, kind, nonce, to, data, str(value), gas_limit, str(max_fee), str(max_priority),
-             str(expected_reward), str(expected_cost), block, now, now),
-        )  # fmt: skip
+            "expected_reward,expected_cost,created_block,created_at,updated_at,tx_type,step) "
+            "VALUES(?,?,?,?,?,'intent',?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                protocol,
+                market,
+                account,
+                kind,
+                nonce,
+                to,
+                data,
+                str(value),
+                gas_limit,
+                str(max_fee),
+                str(max_priority),
+                str(expected_reward),
+                str(expected_cost),
+                block,
+                now,
+                now,
+                tx_type,
+                step,
+            ),
+        )
+        assert cur.lastrowid is not None
         return cur.lastrowid
+
+    # Attempts: every transaction signed at a row's nonce (first send, replacements, cancellations), with
+    # its call and fees. The row itself mirrors the attempt that holds the nonce in the node's pool (the
+    # last one not refused): its hash, bytes, fees, gas limit and whether it is a cancellation.
+    def attempt_signed(
+        self,
+        tx_id: int,
+        *,
+        action: str,
+        tx_hash: str,
+        raw: str,
+        tx_type: str,
+        nonce: int,
+        to: str,
+        data: str,
+        value: int,
+        gas_limit: int,
+        max_fee: int,
+        max_priority: int,
+        block: int,
+    ) -> int:
+        """Journal a signed attempt before it is broadcast (a crash after the broadcast still finds its receipt)."""
+        assert action in ATTEMPT_ACTIONS and tx_type in TX_TYPES, (action, tx_type)
+        row = self.tx(tx_id)
+        hashes = [*row.hashes, tx_hash] if tx_hash not in row.hashes else row.hashes
+        now = time.time()
+        with self._tx():
+            cur = self.conn.execute(
+                "INSERT INTO tx_attempts(tx_id,action,status,tx_hash,raw_tx,tx_type,nonce,to_addr,data,value,gas_limit,max_fee,"
+                "max_priority,block,created_at) VALUES(?,?,'signed',?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    tx_id,
+                    action,
+                    tx_hash,
+                    raw,
+                    tx_type,
+                    nonce,
+                    to,
+                    data,
+                    str(value),
+                    gas_limit,
+                    str(max_fee),
+                    str(max_priority),
+                    block,
+                    now,
+                ),
+            )
+            self.conn.execute(
+                "UPDATE txs SET status=CASE WHEN status='intent' THEN 'signed' ELSE status END, tx_hash=?, raw_tx=?, hashes=?, "
+                "max_fee=?, max_priority=?, gas_limit=?, tx_type=?, cancelling=?, "
+                "replacements=replacements + ?, updated_at=? WHERE id=?",
+                (
+                    tx_hash,
+                    raw,
+                    json.dumps(hashes),
+                    str(max_fee),
+                    str(max_priority),
+                    gas_limit,
+                    tx_type,
+                    int(action == "cancel" or row.cancelling),
+                    int(action != "send"),
+                    now,
+                    tx_id,
+                ),
+            )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def attempt_sent(self, attempt_id: int, block: int) -> None:
+        """The node accepted the attempt (or may have: outcome unknown). The row is 'sent' as of `block`."""
+        now = time.time()
+        with self._tx():
+            self.conn.execute("UPDATE tx_attempts SET status='sent' WHERE id=?", (attempt_id,))
+            self.conn.execute(
+                "UPDATE txs SET status='sent', sent_block=?, updated_at=? WHERE id=(SELECT tx_id FROM tx_attempts WHERE id=?)",
+                (block, now, attempt_id),
+            )
+
+    def attempt_refused(self, attempt_id: int, reason: str) -> None:
+        """The node definitively rejected the attempt: the row mirrors the previous attempt again (which
+        still holds the nonce), or keeps the refused one's values when there is none (a refused first send)."""
+        att = self.attempt(attempt_id)
+        with self._tx():
+            self.conn.execute("UPDATE tx_attempts SET status='refused', reason=? WHERE id=?", (reason[:300], attempt_id))
+            prev = self.conn.execute(
+                "SELECT * FROM tx_attempts WHERE tx_id=? AND status!='refused' AND id<? ORDER BY id DESC LIMIT 1",
+                (att.tx_id, attempt_id),
+            ).fetchone()
+            if prev is None:
+                return
+            cancelling = self.conn.execute(
+                "SELECT COUNT(*) AS n FROM tx_attempts WHERE tx_id=? AND status!='refused' AND action='cancel'", (att.tx_id,)
+            ).fetchone()["n"]
+            self.conn.execute(
+                "UPDATE txs SET status=CASE WHEN status='signed' THEN 'sent' ELSE status END, tx_hash=?, raw_tx=?, max_fee=?, "
+                "max_priority=?, gas_limit=?, tx_type=?, cancelling=?, replacements=MAX(0, replacements - 1), updated_at=? "
+                "WHERE id=?",
+                (
+                    prev["tx_hash"],
+                    prev["raw_tx"],
+                    prev["max_fee"],
+                    prev["max_priority"],
+                    prev["gas_limit"],
+                    prev["tx_type"],
+                    int(cancelling > 0),
+                    time.time(),
+                    att.tx_id,
+                ),
+            )
+
+    def attempt(self, attempt_id: int) -> AttemptRow:
+        return AttemptRow.from_row(self.conn.execute("SELECT * FROM tx_attempts WHERE id=?", (attempt_id,)).fetchone())
+
+    def attempts(self, tx_id: int) -> list[AttemptRow]:
+        cur = self.conn.execute("SELECT * FROM tx_attempts WHERE tx_id=? ORDER BY id", (tx_id,))
+        return [AttemptRow.from_row(r) for r in cur]
 
     def tx_signed(self, tx_id: int, tx_hash: str, raw: str, max_fee: int, max_priority: int, gas_limit: int) -> None:
         row = self.tx(tx_id)
@@ -204,23 +517,43 @@ class Store:
 
     def tx_sent(self, tx_id: int, block: int) -> None:
         self.conn.execute(
-            "UPDATE txs SET status='sent', sent_block=COALESCE(sent_block, ?), updated_at=? WHERE id=?", (block, time.time(), tx_id)
+            "UPDATE txs SET status='sent', sent_block=COALESCE(sent_block, ?), updated_at=? WHERE id=?",
+            (block, time.time(), tx_id),
         )
 
     def tx_resent(self, tx_id: int, block: int) -> None:
         self.conn.execute("UPDATE txs SET status='sent', sent_block=?, updated_at=? WHERE id=?", (block, time.time(), tx_id))
 
     def tx_final(
-        self, tx_id: int, status: str, *, tx_hash: str | None = None, block: int | None = None, gas_used: int | None = None,
-        effective_gas_price: int | None = None, reward: int | None = None, reason: str = "", kind: str | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        tx_id: int,
+        status: str,
+        *,
+        tx_hash: str | None = None,
+        block: int | None = None,
+        gas_used: int | None = None,
+        effective_gas_price: int | None = None,
+        reward: int | None = None,
+        reason: str = "",
+        kind: str | None = None,
+    ) -> None:
         assert status in FINAL_STATUSES, status
         self.conn.execute(
             "UPDATE txs SET status=?, tx_hash=COALESCE(?, tx_hash), mined_block=?, gas_used=?, effective_gas_price=?, "
             "reward=?, reason=?, kind=COALESCE(?, kind), updated_at=? WHERE id=?",
-            (status, tx_hash, block, gas_used, None if effective_gas_price is None else str(effective_gas_price),
-             None if reward is None else str(reward), reason, kind, time.time(), tx_id),
-        )  # fmt: skip
+            (
+                status,
+                tx_hash,
+                block,
+                gas_used,
+                None if effective_gas_price is None else str(effective_gas_price),
+                None if reward is None else str(reward),
+                reason,
+                kind,
+                time.time(),
+                tx_id,
+            ),
+        )
 
     def tx(self, tx_id: int) -> TxRow:
         return TxRow.from_row(self.conn.execute("SELECT * FROM txs WHERE id=?", (tx_id,)).fetchone())
@@ -245,11 +578,14 @@ class Store:
         """A reorg removed the block that mined this transaction: it is pending again."""
         self.conn.execute(
             "UPDATE txs SET status='sent', mined_block=NULL, gas_used=NULL, effective_gas_price=NULL, reward=NULL, "
-            "updated_at=? WHERE id=?", (time.time(), tx_id),
-        )  # fmt: skip
+            "updated_at=? WHERE id=?",
+            (time.time(), tx_id),
+        )
 
     def mined_after(self, block: int) -> list[TxRow]:
-        cur = self.conn.execute("SELECT * FROM txs WHERE mined_block > ? AND status IN ('mined','reverted','cancelled')", (block,))
+        cur = self.conn.execute(
+            "SELECT * FROM txs WHERE mined_block > ? AND status IN ('mined','reverted','cancelled')", (block,)
+        )
         return [TxRow.from_row(r) for r in cur]
 
     def summary(self) -> dict:
@@ -269,6 +605,7 @@ class Store:
         out["gas_cost_wei"] = str(out["gas_cost_wei"])
         return out
 
+
 class _Transaction:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
@@ -279,4 +616,3 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb):
         self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-

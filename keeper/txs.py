@@ -2,19 +2,30 @@
 stuck transactions with bumped fees, cancellation, and reconciliation after a restart.
 
 Invariants:
-- A nonce is only reused after the node definitively rejected the transaction that held it.
+- A nonce is only reused after the node definitively rejected the transaction that held it
+  (`_REJECTIONS`), or when the transaction never left the process (a failure between allocating the
+  nonce and broadcasting: signing, journal write, interruption). Any other error while sending leaves
+  the outcome unknown: the transaction is tracked as sent and its receipts settle it.
 - A position (PositionKey) has at most one transaction in flight; the engine checks `busy(key)`.
-- Every transaction is journalled (status 'intent') before it is signed, and 'sent' after the node
-  accepted it. A restart reconciles every open journal row by receipt and nonce, and never sends a
-  second transaction for a row that is pending or mined.
+- Every transaction is journalled (status 'intent') before it is signed, and every signed attempt
+  (first send, replacement, cancellation: its call, gas and fees) before it is broadcast. A restart
+  reconciles every open journal row by receipt and nonce, and never sends a second transaction for a
+  row that is pending or mined; it resumes a cancellation as a cancellation, with the row's type.
+- A stuck transaction is only replaced when `review` (the execution policy) approves the bumped fees
+  after a fresh simulation; on any doubt nothing is sent. A cancellation in progress continues.
+- 'dropped' (the nonce was consumed by a transaction that is none of ours) is concluded only when no
+  configured endpoint has a receipt for any of the row's hashes.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from eth_utils import keccak
 
 from keeper.config import TxConfig
 from keeper.gas import FeePolicy, FeeQuote
@@ -24,8 +35,12 @@ from keeper.store import Store, TxRow
 from keeper.types import Block, Plan, PositionKey
 
 CANCEL_GAS = 21_000
+# A nonce consumed with no receipt on the endpoints that answer, while some endpoint does not answer:
+# after this many blocks the row is journalled dropped anyway (a dead backup endpoint must not keep a
+# position busy forever). Deeper than any reorg the keeper tracks.
+DROP_UNVERIFIED_AFTER_BLOCKS = 256
 
-# Node answers that mean "this raw transaction will never be mined as sent".
+# Node answers that mean "this raw transaction will never be mined as sent" (definitive rejections).
 _REJECTIONS = (
     "nonce too low",
     "nonce too high",
@@ -34,11 +49,21 @@ _REJECTIONS = (
     "exceeds block gas limit",
     "fee cap less than block base fee",
     "max fee per gas less than block base fee",
+    "max priority fee per gas higher than max fee per gas",
     "underpriced",
     "invalid sender",
     "gas limit reached",
+    "exceeds the configured cap",
+    "transaction type not supported",
+    "oversized data",
 )
 _ALREADY_KNOWN = ("already known", "known transaction", "already imported", "alreadyknown")
+
+
+def definitive_rejection(message: str) -> bool:
+    """Does this node answer to eth_sendRawTransaction mean the transaction will never be mined?"""
+    msg = message.lower()
+    return any(k in msg for k in _REJECTIONS)
 
 
 @dataclass
@@ -54,6 +79,7 @@ class PendingTx:
     replacements: int = 0
     cancelling: bool = False
     first_block: int = 0  # block of the first send (for health: how long this nonce has been pending)
+    consumed_since: int | None = None  # head at which the nonce was first seen consumed without a receipt
 
     def __post_init__(self) -> None:
         self.first_block = self.first_block or self.sent_block
@@ -62,23 +88,44 @@ class PendingTx:
     def key(self) -> PositionKey:
         return self.plan.key
 
+    @property
+    def tx_type(self) -> str:
+        return "legacy" if self.fees.legacy else "eip1559"
+
 
 @dataclass
 class Finished:
     pending: PendingTx
     status: str  # "mined" | "reverted" | "cancelled" | "dropped"
-    receipt: dict | None
+    receipt: dict[str, Any] | None
     tx_hash: str | None
+
+
+@dataclass(frozen=True)
+class Review:
+    """The execution policy's answer for a stuck transaction at bumped fees."""
+
+    action: Literal["replace", "cancel", "keep"]
+    gas_limit: int = 0  # for "replace": the new gas limit (≥ estimate × multiplier + extra)
+    reason: str = ""
+
+
+# (stuck transaction, bumped fees) → decision. Any exception counts as "keep".
+ReviewFn = Callable[[PendingTx, FeeQuote], Awaitable[Review]]
 
 
 class SendRejected(Exception):
     """The node refused the transaction; its nonce was released."""
 
 
+class SendAborted(SendRejected):
+    """The transaction never left the process (signing or journal failure); its nonce was released."""
+
+
 class NonceManager:
     """Next nonce to use; released (never-accepted) nonces are reused first, lowest first."""
 
-    def __init__(self, rpc: RpcClient, address: str):
+    def __init__(self, rpc: RpcClient, address: str) -> None:
         self.rpc = rpc
         self.address = address
         self.next: int = 0
@@ -99,10 +146,12 @@ class NonceManager:
         return n
 
     def release(self, nonce: int) -> None:
-        if nonce == self.next - 1:
+        if nonce >= self.next:
+            return
+        self.released.add(nonce)
+        while self.next - 1 in self.released:  # the top of the range is free again: shrink it
             self.next -= 1
-        else:
-            self.released.add(nonce)
+            self.released.discard(self.next)
 
 
 def _plan_from_row(row: TxRow) -> Plan:
@@ -113,15 +162,26 @@ def _plan_from_row(row: TxRow) -> Plan:
         kind=row.kind,
         expected_reward=row.expected_reward,
         value=row.value,
+        step=row.step,
     )
 
 
 def _pending_from_row(row: TxRow, sent_block: int) -> PendingTx:
-    """A journalled transaction back under follow-up (after a restart or a reorg)."""
-    fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0)
+    """A journalled transaction back under follow-up (after a restart or a reorg), with its type,
+    its replacement count and its cancel state."""
+    fees = FeeQuote(row.max_fee, row.max_priority, row.max_fee, 0, legacy=row.legacy)
     p = PendingTx(row.id, _plan_from_row(row), row.nonce, fees, row.gas_limit, sent_block, list(row.hashes))
     p.raw = bytes.fromhex(row.raw_tx[2:]) if row.raw_tx else b""
+    p.replacements = row.replacements
+    p.cancelling = row.cancelling
     return p
+
+
+def _room_to_replace(old: FeeQuote, new: FeeQuote) -> bool:
+    """Nodes accept a replacement only with both fee fields up by ≥ 10 % (gasPrice alone when legacy)."""
+    if new.max_fee_per_gas * 10 < old.max_fee_per_gas * 11:
+        return False
+    return old.legacy or new.max_priority_fee_per_gas * 10 >= old.max_priority_fee_per_gas * 11
 
 
 class TxManager:
@@ -134,7 +194,7 @@ class TxManager:
         cfg: TxConfig,
         chain_id: int,
         log: Any,
-    ):
+    ) -> None:
         self.rpc = rpc
         self.signer = signer
         self.store = store
@@ -149,14 +209,12 @@ class TxManager:
     def busy(self, key: PositionKey) -> bool:
         return any(p.key == key for p in self.pending.values())
 
-    def same_call_in_flight(self, plan: Plan) -> bool:
-        """Is a transaction to the same contract, with the same selector and first argument (e.g. an
-        approval of the same spender), still pending? A prerequisite is never sent twice: a second
-        approval would only overwrite the first one's amount."""
-        head = plan.data[:36]
-        return any(p.plan.to.lower() == plan.to.lower() and p.plan.data[:36] == head for p in self.pending.values())
+    def step_in_flight(self, step: str) -> bool:
+        """Is a transaction of this set-up step (Plan.step, e.g. an approval of one spender) still pending?
+        A step is never sent twice while one is in flight."""
+        return bool(step) and any(p.plan.step == step for p in self.pending.values())
 
-    def in_flight_per_market(self) -> Counter:
+    def in_flight_per_market(self) -> Counter[tuple[str, str]]:
         return Counter((p.key.protocol, p.key.market) for p in self.pending.values())
 
     def pending_count(self) -> int:
@@ -164,7 +222,8 @@ class TxManager:
 
     # ---- start-up reconciliation -------------------------------------------------------------
     async def start(self, head: Block) -> list[Finished]:
-        """Reconcile the journal with the chain; returns transactions that finished while we were down."""
+        """Reconcile the journal with the chain; returns transactions that finished while we were down.
+        Rebroadcasts the signed bytes of what is still pending: only the signing daemon builds this."""
         finished: list[Finished] = []
         latest_nonce = await self.rpc.nonce(self.signer.address, "latest")
         for row in self.store.open_txs():
@@ -173,7 +232,7 @@ class TxManager:
                 self.log.info("journal_reconciled", tx_id=row.id, nonce=row.nonce, status="failed", reason="never signed")
                 continue
             p = _pending_from_row(row, row.sent_block or row.created_block)
-            done = await self._check(p, latest_nonce)
+            done = await self._check(p, latest_nonce, head.number)
             if done is not None:
                 finished.append(done)
                 self.log.info("journal_reconciled", tx_id=row.id, nonce=row.nonce, status=done.status, tx=done.tx_hash)
@@ -184,7 +243,15 @@ class TxManager:
                 self.store.tx_sent(row.id, head.number)
             if p.raw:
                 await self._broadcast(p.raw, quiet=True)
-            self.log.info("journal_reconciled", tx_id=row.id, nonce=row.nonce, status="pending", tx=p.hashes[-1:] or None)
+            self.log.info(
+                "journal_reconciled",
+                tx_id=row.id,
+                nonce=row.nonce,
+                status="pending",
+                tx=p.hashes[-1:] or None,
+                tx_type=p.tx_type,
+                cancelling=p.cancelling,
+            )
         await self.nonces.sync([p.nonce for p in self.pending.values()])
         return finished
 
@@ -215,7 +282,7 @@ class TxManager:
         return self._reopen([r for r, rc in zip(rows, receipts, strict=True) if rc is None], since_block)
 
     # ---- sending ---------------------------------------------------------------------------------
-    def _tx_dict(self, to: str, data: bytes, value: int, nonce: int, gas: int, fees: FeeQuote) -> dict:
+    def _tx_dict(self, to: str, data: bytes, value: int, nonce: int, gas: int, fees: FeeQuote) -> dict[str, Any]:
         tx: dict[str, Any] = {"chainId": self.chain_id, "nonce": nonce, "to": to, "value": value, "data": data, "gas": gas}
         if fees.legacy:
             tx["gasPrice"] = fees.max_fee_per_gas
@@ -226,7 +293,7 @@ class TxManager:
         return tx
 
     async def _broadcast(self, raw: bytes, quiet: bool = False) -> str | None:
-        """Send raw bytes. Returns None on success/already-known, else the rejection message.
+        """Send raw bytes. Returns None on success/already-known, else the node's error message.
         Transport failures propagate (outcome unknown: the caller keeps the tx as sent)."""
         try:
             await self.rpc.send_raw(raw)
@@ -239,17 +306,69 @@ class TxManager:
                 self.log.debug("rebroadcast_refused", error=exc.message)
             return exc.message
 
+    async def _resync(self) -> None:
+        try:
+            await self.nonces.sync([q.nonce for q in self.pending.values()])
+        except (RpcError, TransportError, RpcUnavailable) as exc:
+            self.log.warning("nonce_resync_failed", error=str(exc))
+
+    def _abandon(self, nonce: int, tx_id: int | None, reason: str) -> None:
+        """A transaction that never left the process: its nonce is free again, its row failed."""
+        self.nonces.release(nonce)
+        if tx_id is not None:
+            try:
+                self.store.tx_final(tx_id, "failed", reason=reason[:300])
+            except Exception as exc:  # noqa: BLE001 - the journal is what failed; a restart fails 'intent' rows
+                self.log.error("journal_write_failed", tx_id=tx_id, error=f"{type(exc).__name__}: {exc}")
+        self.log.error("send_aborted", nonce=nonce, tx_id=tx_id, reason=reason, note="never broadcast; nonce released")
+
     async def submit(self, plan: Plan, gas_limit: int, fees: FeeQuote, expected_cost: int, head: Block) -> PendingTx:
-        """Journal, sign, send. Raises SendRejected (nonce released) if the node refuses it."""
+        """Journal, sign, send. Raises SendRejected (nonce released) if the node definitively refuses it,
+        SendAborted (nonce released) if it could not be signed or journalled."""
         nonce = self.nonces.allocate()
-        tx_id = self.store.tx_intent(
-            protocol=plan.key.protocol, market=plan.key.market, account=plan.key.account, kind=plan.kind, nonce=nonce,
-            to=plan.to, data="0x" + plan.data.hex(), value=plan.value, gas_limit=gas_limit, max_fee=fees.max_fee_per_gas,
-            max_priority=fees.max_priority_fee_per_gas, expected_reward=plan.expected_reward, expected_cost=expected_cost,
-            block=head.number,
-        )  # fmt: skip
-        raw, tx_hash = self.signer.sign(self._tx_dict(plan.to, plan.data, plan.value, nonce, gas_limit, fees))
-        self.store.tx_signed(tx_id, tx_hash, "0x" + raw.hex(), fees.max_fee_per_gas, fees.max_priority_fee_per_gas, gas_limit)
+        tx_type = "legacy" if fees.legacy else "eip1559"
+        tx_id: int | None = None
+        try:
+            tx_id = self.store.tx_intent(
+                protocol=plan.key.protocol,
+                market=plan.key.market,
+                account=plan.key.account,
+                kind=plan.kind,
+                nonce=nonce,
+                to=plan.to,
+                data="0x" + plan.data.hex(),
+                value=plan.value,
+                gas_limit=gas_limit,
+                max_fee=fees.max_fee_per_gas,
+                max_priority=fees.max_priority_fee_per_gas,
+                expected_reward=plan.expected_reward,
+                expected_cost=expected_cost,
+                block=head.number,
+                tx_type=tx_type,
+                step=plan.step,
+            )
+            raw, tx_hash = self.signer.sign(self._tx_dict(plan.to, plan.data, plan.value, nonce, gas_limit, fees))
+            attempt_id = self.store.attempt_signed(
+                tx_id,
+                action="send",
+                tx_hash=tx_hash,
+                raw="0x" + raw.hex(),
+                tx_type=tx_type,
+                nonce=nonce,
+                to=plan.to,
+                data="0x" + plan.data.hex(),
+                value=plan.value,
+                gas_limit=gas_limit,
+                max_fee=fees.max_fee_per_gas,
+                max_priority=fees.max_priority_fee_per_gas,
+                block=head.number,
+            )
+        except Exception as exc:
+            self._abandon(nonce, tx_id, f"{type(exc).__name__}: {exc}")
+            raise SendAborted(f"not sent: {type(exc).__name__}: {exc}") from exc
+        except BaseException:  # interrupted (shutdown): nothing was broadcast either
+            self._abandon(nonce, tx_id, "interrupted before broadcast")
+            raise
         p = PendingTx(tx_id, plan, nonce, fees, gas_limit, head.number, [tx_hash], raw)
         try:
             rejected = await self._broadcast(raw)
@@ -257,97 +376,246 @@ class TxManager:
             # Unknown whether the node got it: track it as sent; receipts/replacement settle it.
             self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=nonce, error=str(exc))
             rejected = None
-        if rejected is not None:
-            self.store.tx_final(tx_id, "failed", reason=rejected[:300])
-            if "nonce too low" in rejected.lower() or "underpriced" in rejected.lower():
-                await self.nonces.sync([q.nonce for q in self.pending.values()])
-            else:
-                self.nonces.release(nonce)
+        except Exception as exc:  # noqa: BLE001 - bytes may have left: unknown, never a released nonce
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=nonce, error=f"{type(exc).__name__}: {exc}")
+            rejected = None
+        except BaseException:  # interrupted mid-broadcast: the journal holds it as signed; keep following it
+            self.pending[tx_id] = p
+            raise
+        if rejected is not None and definitive_rejection(rejected):
+            self.nonces.release(nonce)
+            try:
+                self.store.attempt_refused(attempt_id, rejected)
+                self.store.tx_final(tx_id, "failed", reason=rejected[:300])
+            except Exception as exc:  # noqa: BLE001 - a restart settles the row by receipt and nonce
+                self.log.error("journal_write_failed", tx_id=tx_id, tx=tx_hash, error=f"{type(exc).__name__}: {exc}")
+            await self._resync()  # e.g. "nonce too low": another sender used it; the node knows the next one
             raise SendRejected(rejected)
-        self.store.tx_sent(tx_id, head.number)
+        if rejected is not None:
+            # An error that is not a known rejection: the node may hold it. Tracked, nonce kept.
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=nonce, error=rejected)
         self.pending[tx_id] = p
+        try:
+            self.store.attempt_sent(attempt_id, head.number)
+        except Exception as exc:  # noqa: BLE001 - the row stays 'signed': a restart treats it as pending
+            self.log.error("journal_write_failed", tx_id=tx_id, tx=tx_hash, error=f"{type(exc).__name__}: {exc}")
         return p
 
     # ---- per-block follow-up ---------------------------------------------------------------------
-    async def _check(self, p: PendingTx, latest_nonce: int) -> Finished | None:
+    def _settled(self, p: PendingTx, h: str, r: dict[str, Any]) -> Finished:
+        ok = int(r["status"], 16) == 1
+        is_cancel = (r.get("to") or "").lower() == self.signer.address.lower()
+        status = "cancelled" if is_cancel and ok else ("mined" if ok else "reverted")
+        self.store.tx_final(
+            p.tx_id,
+            status,
+            tx_hash=h,
+            block=int(r["blockNumber"], 16),
+            gas_used=int(r["gasUsed"], 16),
+            effective_gas_price=int(r.get("effectiveGasPrice", "0x0"), 16),
+            kind="cancel" if is_cancel else None,
+        )
+        return Finished(p, status, r, h)
+
+    async def _receipt_anywhere(self, hashes: list[str]) -> tuple[tuple[str, dict[str, Any]] | None, list[str]]:
+        """Ask every configured endpoint for every hash's receipt: (a mined (hash, receipt) if any endpoint
+        has one, the endpoints that did not answer)."""
+        urls = [ep.url for ep in self.rpc.endpoints]
+        calls = [(u, h) for u in urls for h in hashes]
+        answers = await asyncio.gather(
+            *(self.rpc.request_on(u, "eth_getTransactionReceipt", [h]) for u, h in calls), return_exceptions=True
+        )
+        silent: list[str] = []
+        for (u, h), a in zip(calls, answers, strict=True):
+            if isinstance(a, dict) and a.get("blockNumber"):
+                return (h, a), []
+            if isinstance(a, BaseException) and u not in silent:
+                silent.append(u)
+        return None, silent
+
+    async def _check(self, p: PendingTx, latest_nonce: int, head_number: int) -> Finished | None:
         """Receipt lookup for every hash the row ever had; finalises the journal row if settled."""
         receipts = await self.rpc.batch([("eth_getTransactionReceipt", [h]) for h in p.hashes])
         for h, r in zip(p.hashes, receipts, strict=True):
             if isinstance(r, dict) and r.get("blockNumber"):
-                ok = int(r["status"], 16) == 1
-                is_cancel = (r.get("to") or "").lower() == self.signer.address.lower()
-                status = "cancelled" if is_cancel and ok else ("mined" if ok else "reverted")
-                self.store.tx_final(
-                    p.tx_id, status, tx_hash=h, block=int(r["blockNumber"], 16), gas_used=int(r["gasUsed"], 16),
-                    effective_gas_price=int(r.get("effectiveGasPrice", "0x0"), 16),
-                    kind="cancel" if is_cancel else None,
-                )  # fmt: skip
-                return Finished(p, status, r, h)
-        if latest_nonce > p.nonce:
-            # The nonce was consumed, but by none of our hashes: dropped/replaced outside our knowledge.
-            self.store.tx_final(p.tx_id, "dropped", reason="nonce consumed by another transaction")
-            return Finished(p, "dropped", None, None)
-        return None
+                return self._settled(p, h, r)
+        if latest_nonce <= p.nonce:
+            p.consumed_since = None
+            return None
+        # The nonce was consumed, and this endpoint has no receipt for any of our hashes. After a
+        # failover (or on a lagging endpoint) that is not proof: ask every endpoint before concluding.
+        found, silent = await self._receipt_anywhere(p.hashes)
+        if found is not None:
+            return self._settled(p, *found)
+        reason = "nonce consumed by another transaction (no endpoint has a receipt for any of its hashes)"
+        if silent:
+            first = p.consumed_since is None
+            if p.consumed_since is None:
+                p.consumed_since = head_number
+            waited = head_number - p.consumed_since
+            if waited < DROP_UNVERIFIED_AFTER_BLOCKS:
+                if first:  # once per row, not once per block
+                    self.log.warning(
+                        "drop_check_incomplete",
+                        tx_id=p.tx_id,
+                        nonce=p.nonce,
+                        tx=p.hashes[-1] if p.hashes else None,
+                        unanswered=len(silent),
+                        note="nonce consumed; not every endpoint answered for its receipts",
+                    )
+                return None
+            reason = f"nonce consumed by another transaction ({len(silent)} endpoint(s) unanswered for {waited} blocks)"
+        self.store.tx_final(p.tx_id, "dropped", reason=reason)
+        return Finished(p, "dropped", None, None)
 
-    async def poll(self, head: Block, still_wanted: Callable[[PendingTx], Awaitable[tuple[bool, int]]]) -> list[Finished]:
+    async def poll(self, head: Block, review: ReviewFn) -> list[Finished]:
         """Settle mined transactions; replace or cancel stuck ones.
 
-        still_wanted(p) → (wanted, gas_estimate): re-simulates the plan at the head; when it no longer
-        passes (or is unprofitable) the transaction is cancelled instead of bumped.
+        review(p, bumped) → Review: asked for a stuck transaction at its bumped fees (a fresh
+        simulation and the profit decision at those fees). "replace" re-signs the same call at the
+        same nonce with the bumped fees and the given gas limit; "cancel" sends a self-transfer at that
+        nonce; "keep" (or any exception) sends nothing. A cancellation in progress is bumped without
+        asking.
         """
         if not self.pending:
             return []
         latest_nonce = await self.rpc.nonce(self.signer.address, "latest")
         finished: list[Finished] = []
         for tx_id, p in list(self.pending.items()):
-            done = await self._check(p, latest_nonce)
+            done = await self._check(p, latest_nonce, head.number)
             if done is not None:
                 finished.append(done)
                 del self.pending[tx_id]
                 continue
             if head.number - p.sent_block >= self.cfg.replace_after_blocks:
-                await self._unstick(p, head, still_wanted)
+                await self._unstick(p, head, review)
         return finished
 
-    async def _unstick(self, p: PendingTx, head: Block, still_wanted: Callable) -> None:
-        cancel = p.cancelling or p.replacements >= self.cfg.max_replacements
-        gas = p.gas_limit
-        if not cancel:
-            wanted, estimate = await still_wanted(p)
-            if wanted:
-                gas = self.fee_policy.gas_limit(estimate) if estimate else p.gas_limit
-            else:
-                cancel = True
-        new_fees = self.fee_policy.bump(p.fees, self.cfg.fee_bump)
-        if new_fees.max_fee_per_gas * 10 < p.fees.max_fee_per_gas * 11 or new_fees.max_priority_fee_per_gas * 10 < p.fees.max_priority_fee_per_gas * 11:
+    def _fields(self, p: PendingTx) -> dict[str, Any]:
+        return {
+            "protocol": p.key.protocol,
+            "market": p.key.market,
+            "account": p.key.account,
+            "tx": p.hashes[-1] if p.hashes else None,
+            "nonce": p.nonce,
+        }
+
+    async def _unstick(self, p: PendingTx, head: Block, review: ReviewFn) -> None:
+        bumped = self.fee_policy.bump(p.fees, self.cfg.fee_bump)
+        if not _room_to_replace(p.fees, bumped):
             self.log.warning(
-                "replacement_capped", tx=p.hashes[-1], nonce=p.nonce, max_fee=p.fees.max_fee_per_gas,
-                cap=self.fee_policy.cap_fee, note="fee caps leave no room for the +10 % replacement",
-            )  # fmt: skip
+                "replacement_capped",
+                **self._fields(p),
+                max_fee=p.fees.max_fee_per_gas,
+                cap=self.fee_policy.cap_fee,
+                note="fee caps leave no room for the +10 % replacement",
+            )
             p.sent_block = head.number
+            await self._reoffer(p)
             return
+        if p.cancelling:  # the nonce must be freed: keep cancelling, no review
+            await self._resend(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS)
+            return
+        try:
+            verdict = await review(p, bumped)
+            if not isinstance(verdict, Review):
+                raise TypeError(f"review returned {type(verdict).__name__}, not Review")
+        except Exception as exc:  # noqa: BLE001 - any doubt: nothing is sent
+            self.log.warning("replacement_review_failed", **self._fields(p), error=f"{type(exc).__name__}: {exc}")
+            verdict = Review("keep", reason=f"review failed: {type(exc).__name__}")
+        if verdict.action == "replace" and p.replacements >= self.cfg.max_replacements:
+            verdict = Review(
+                "keep", reason=f"max_replacements ({self.cfg.max_replacements}) reached; only a cancellation is sent"
+            )
+        if verdict.action == "replace" and verdict.gas_limit < CANCEL_GAS:
+            verdict = Review("keep", reason=f"invalid gas limit {verdict.gas_limit}")
+        if verdict.action == "cancel":
+            await self._resend(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS, reason=verdict.reason)
+        elif verdict.action == "replace":
+            await self._resend(p, head, bumped, cancel=False, gas_limit=verdict.gas_limit, reason=verdict.reason)
+        else:
+            self.log.info(
+                "replacement_kept",
+                **self._fields(p),
+                reason=verdict.reason,
+                max_fee=p.fees.max_fee_per_gas,
+                bumped_max_fee=bumped.max_fee_per_gas,
+                replacements=p.replacements,
+            )
+            p.sent_block = head.number  # asked again after another replace_after_blocks
+            await self._reoffer(p)
+
+    async def _reoffer(self, p: PendingTx) -> None:
+        """A kept transaction must stay offered: when the node no longer knows it (pools evict what the
+        base fee has outgrown), the same signed bytes are offered again — not a new transaction, no new
+        fee. Otherwise its nonce would be a gap that holds up every later transaction of the keeper."""
+        if not p.raw:
+            return
+        tx_hash = "0x" + keccak(p.raw).hex()
+        try:
+            if await self.rpc.request("eth_getTransactionByHash", [tx_hash]) is not None:
+                return
+            refused = await self._broadcast(p.raw, quiet=True)
+        except (RpcError, TransportError, RpcUnavailable) as exc:
+            refused = str(exc)
+        self.log.info("tx_reoffered", **{**self._fields(p), "tx": tx_hash}, refused=refused)
+
+    async def _resend(self, p: PendingTx, head: Block, fees: FeeQuote, *, cancel: bool, gas_limit: int, reason: str = "") -> None:
+        """Sign and send a replacement (same call) or a cancellation (self-transfer) at p's nonce."""
         if cancel:
-            to, data, value, gas = self.signer.address, b"", 0, CANCEL_GAS
+            to, data, value = self.signer.address, b"", 0
         else:
             to, data, value = p.plan.to, p.plan.data, p.plan.value
-        raw, tx_hash = self.signer.sign(self._tx_dict(to, data, value, p.nonce, gas, new_fees))
-        self.store.tx_signed(p.tx_id, tx_hash, "0x" + raw.hex(), new_fees.max_fee_per_gas, new_fees.max_priority_fee_per_gas, gas)
+        tx_type = "legacy" if fees.legacy else "eip1559"
+        try:
+            raw, tx_hash = self.signer.sign(self._tx_dict(to, data, value, p.nonce, gas_limit, fees))
+            attempt_id = self.store.attempt_signed(
+                p.tx_id,
+                action="cancel" if cancel else "replace",
+                tx_hash=tx_hash,
+                raw="0x" + raw.hex(),
+                tx_type=tx_type,
+                nonce=p.nonce,
+                to=to,
+                data="0x" + data.hex(),
+                value=value,
+                gas_limit=gas_limit,
+                max_fee=fees.max_fee_per_gas,
+                max_priority=fees.max_priority_fee_per_gas,
+                block=head.number,
+            )
+        except Exception as exc:  # noqa: BLE001 - nothing left the process; the pending attempt keeps the nonce
+            self.log.error("replacement_not_sent", **self._fields(p), error=f"{type(exc).__name__}: {exc}")
+            p.sent_block = head.number
+            return
+        p.hashes.append(tx_hash)
         try:
             rejected = await self._broadcast(raw)
         except (TransportError, RpcUnavailable) as exc:
             rejected = None
             self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=p.nonce, error=str(exc))
-        p.hashes.append(tx_hash)
-        if rejected is not None:
+        except Exception as exc:  # noqa: BLE001 - bytes may have left: follow it as sent
+            rejected = None
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=p.nonce, error=f"{type(exc).__name__}: {exc}")
+        if rejected is not None and definitive_rejection(rejected):
             # Most likely the original just got mined ("nonce too low"); the next poll settles it.
-            self.log.info("replacement_refused", tx=tx_hash, nonce=p.nonce, error=rejected)
+            self.store.attempt_refused(attempt_id, rejected)
+            self.log.info("replacement_refused", **self._fields(p), error=rejected)
             p.sent_block = head.number
             return
-        self.store.tx_resent(p.tx_id, head.number)
-        p.fees, p.gas_limit, p.raw, p.sent_block = new_fees, gas, raw, head.number
+        if rejected is not None:
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=p.nonce, error=rejected)
+        p.fees, p.gas_limit, p.raw, p.sent_block = fees, gas_limit, raw, head.number
         p.replacements += 1
-        p.cancelling = cancel
+        p.cancelling = p.cancelling or cancel
+        self.store.attempt_sent(attempt_id, head.number)
         self.log.info(
-            "tx_cancel_sent" if cancel else "tx_replaced", tx=tx_hash, nonce=p.nonce, replacements=p.replacements,
-            max_fee=new_fees.max_fee_per_gas, tip=new_fees.max_priority_fee_per_gas, key=str(p.key),
-        )  # fmt: skip
+            "tx_cancel_sent" if cancel else "tx_replaced",
+            **self._fields(p),
+            replacements=p.replacements,
+            max_fee=fees.max_fee_per_gas,
+            tip=fees.max_priority_fee_per_gas,
+            gas_limit=gas_limit,
+            reason=reason or None,
+            key=str(p.key),
+        )

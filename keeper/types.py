@@ -90,6 +90,9 @@ class Plan:
     # An approval (or other set-up) that must be mined first; the execution policy sends it and the plan waits.
     prerequisite: Plan | None = None
     typical_gas: int = 0  # used to price a plan that cannot be simulated yet (behind a prerequisite)
+    # A set-up step's identity (e.g. "approve:<token>:<spender>"), journalled: while one transaction of a
+    # step is in flight no other is sent (a second approval would only overwrite the first one's amount).
+    step: str = ""
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Shared fixtures: real anvil nodes on free loopback ports, one per test (or per module).
 
 Chain scenario clocks start 30 days in the past so time travel (evm_increaseTime) never runs
-ahead of wall-clock time (see shared/spec/ANVIL.md on reloads going back in time).
+ahead of wall-clock time (see docs/PROTOCOLS.md §L on reloads going back in time).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def __init__(
     """
     core.__init__(
         collateral_token, borrowed_token, amm, factory, loan_discount, liquidation_discount,
-        weth != empty(address) and weth == collateral_token, False
+        weth != empty(address) and weth == collateral_token, False, False
     )
 
 

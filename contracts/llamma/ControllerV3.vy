@@ -7,6 +7,8 @@
           * liquidate_extended(user, min_x, frac, callbacker, callback_args[, callback_bytes])
             -> 0xfed9698c / 0xd28952fc; non-empty bytes select the callback overload with bytes
           * borrowed_token(), approve(spender, allow), approval(owner, spender)
+          * borrow_more_extended(collateral, debt, callbacker, args[, callback_bytes[, _for]]):
+            returns at once for debt = 0, otherwise reverts (leverage is not part of the reference)
         A caller approved by the user liquidates like the user itself: no health check, h = 0.
         Rounding: debt is rounded up when more than one loan exists; the repaid share
         d = debt * frac / 1e18 is rounded up (tokens_to_liquidate still rounds it down).
@@ -62,7 +64,7 @@ def __init__(
     """
     @param loan_discount, liquidation_discount 1e18 based
     """
-    core.__init__(collateral_token, borrowed_token, amm, factory, loan_discount, liquidation_discount, False, True)
+    core.__init__(collateral_token, borrowed_token, amm, factory, loan_discount, liquidation_discount, False, True, True)
 
 
 @external
@@ -108,3 +110,22 @@ def remove_collateral(collateral: uint256, _for: address = msg.sender):
     @notice Withdraw `collateral` (native units) from the loan of `_for` (msg.sender or approved)
     """
     core._remove_collateral(collateral, _for, False)
+
+
+@external
+@nonreentrant
+def borrow_more_extended(
+    collateral: uint256,
+    debt: uint256,
+    callbacker: address,
+    callback_args: DynArray[uint256, 5],
+    callback_bytes: Bytes[10**4] = b"",
+    _for: address = msg.sender,
+):
+    """
+    @notice Leverage entry point of the real contract: a no-op for debt = 0 (as there), otherwise
+            not supported by the reference
+    """
+    if debt == 0:
+        return
+    raise "reference: no leverage"

@@ -3,10 +3,11 @@
 @title crvUSD / LlamaLend Controller logic (module shared by ControllerM2 and ControllerV3)
 @notice Loans, health, scanning views and hard liquidation, with the semantics, events and revert
         strings of curve-stablecoin's Controller.vy. The deployable variants differ only in their
-        ABI surface and in two rounding rules, selected by the CEIL_DEBT immutable:
-          * M2 (CEIL_DEBT = False): debt = initial * rate_mul // loan_rate_mul (floor); the debt a
+        ABI surface and in two rounding rules, selected by the CEIL_DEBT and CEIL_FRAC immutables:
+          * M1/M2 (0.3.7; neither): debt = initial * rate_mul // loan_rate_mul (floor); the debt a
             liquidation repays is d = debt * frac // 1e18 (floor).
-          * V3 (CEIL_DEBT = True): debt is rounded up when n_loans > 1; d is rounded up.
+          * LlamaLend 0-10 (0.3.10; CEIL_DEBT): debt is rounded up when n_loans > 1; d is floored.
+          * V3 (CEIL_DEBT and CEIL_FRAC): debt as LlamaLend; d is rounded up.
         Third-party rights follow `approval[user][caller]`, which only V3 can set (M2 has no
         `approve`), so in M2 "approved" means caller == user.
 
@@ -132,7 +133,8 @@ BORROWED_PRECISION: immutable(uint256)
 A: immutable(uint256)
 SQRT_BAND_RATIO: immutable(uint256)  # sqrt(A / (A - 1)), 18 decimals
 USE_ETH: immutable(bool)  # the collateral is WETH and payouts may be unwrapped to native ETH
-CEIL_DEBT: immutable(bool)  # V3 rounding rules
+CEIL_DEBT: immutable(bool)  # debt rounded up when n_loans > 1 (0.3.10 line)
+CEIL_FRAC: immutable(bool)  # d = debt * frac / 1e18 rounded up (V3)
 
 loan: HashMap[address, Loan]
 liquidation_discounts: public(HashMap[address, uint256])
@@ -157,6 +159,7 @@ def __init__(
     liquidation_discount: uint256,
     use_eth: bool,
     ceil_debt: bool,
+    ceil_frac: bool,
 ):
     """
     @param collateral_token, borrowed_token Market tokens (decimals <= 18)
@@ -164,7 +167,7 @@ def __init__(
     @param factory Factory whose admin() administers this market
     @param loan_discount, liquidation_discount 1e18 based (e.g. 9e16 and 6e16)
     @param use_eth Collateral is WETH and may be paid out as native ETH (M2 WETH market)
-    @param ceil_debt V3 rounding rules (see module notice)
+    @param ceil_debt, ceil_frac Rounding rules of the variant (see module notice)
     """
     self._check_discounts(loan_discount, liquidation_discount)
     FACTORY = factory
@@ -178,6 +181,7 @@ def __init__(
     BORROWED_PRECISION = pow_mod256(10, 18 - convert(staticcall IERC20Detailed(borrowed_token).decimals(), uint256))
     USE_ETH = use_eth
     CEIL_DEBT = ceil_debt
+    CEIL_FRAC = ceil_frac
     self.loan_discount = loan_discount
     self.liquidation_discount = liquidation_discount
     self._total_debt.rate_mul = WAD
@@ -264,18 +268,19 @@ def total_debt() -> uint256:
     @return Sum of all debts including interest, native units (rounded down)
     """
     rate_mul: uint256 = staticcall AMM.get_rate_mul()
-    return self._total_debt.initial_debt * rate_mul // self._total_debt.rate_mul
+    return self._total_debt.initial_debt * rate_mul // max(self._total_debt.rate_mul, 1)
 
 
 @internal
 def _total_debt_add(amount: uint256, rate_mul: uint256):
-    self._total_debt.initial_debt = self._total_debt.initial_debt * rate_mul // self._total_debt.rate_mul + amount
+    # max(.., 1): a delegating shell's storage starts with rate_mul 0 (and initial_debt 0)
+    self._total_debt.initial_debt = self._total_debt.initial_debt * rate_mul // max(self._total_debt.rate_mul, 1) + amount
     self._total_debt.rate_mul = rate_mul
 
 
 @internal
 def _total_debt_sub(amount: uint256, rate_mul: uint256):
-    total: uint256 = self._total_debt.initial_debt * rate_mul // self._total_debt.rate_mul
+    total: uint256 = self._total_debt.initial_debt * rate_mul // max(self._total_debt.rate_mul, 1)
     self._total_debt.initial_debt = max(total, amount) - amount
     self._total_debt.rate_mul = rate_mul
 
@@ -787,7 +792,7 @@ def _liquidate(
         assert self._health(user, debt, True, health_limit) < 0, "Not enough rekt"
 
     d: uint256 = debt * frac // WAD
-    if CEIL_DEBT:
+    if CEIL_FRAC:
         d = (debt * frac + WAD - 1) // WAD
     assert d > 0
     final_debt: uint256 = debt - d

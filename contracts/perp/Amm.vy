@@ -3,7 +3,7 @@
 @title Perp v1 virtual AMM (reference implementation)
 @notice A virtual x*y=k market between a quote asset (e.g. USDC) and a base asset that
         only exists as a number. Same selectors, encodings, rounding, events and revert
-        strings as Perpetual Protocol v1's Amm.sol (see shared/spec/PROTOCOLS.md A.6).
+        strings as Perpetual Protocol v1's Amm.sol (see docs/PROTOCOLS.md A.6).
         Units: every amount and price is 18-decimal fixed point (1e18 = 1 token or
         1 quote per base), whatever the quote token's own decimals.
         Directions (`Dir`, ABI uint8) are seen from the AMM: ADD_TO_AMM = 0, REMOVE_FROM_AMM = 1.

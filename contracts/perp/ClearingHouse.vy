@@ -2,7 +2,7 @@
 """
 @title Perp v1 ClearingHouse, v2.3 (HEAD) behaviour (reference implementation)
 @notice Same selectors, encodings, events, rounding and revert strings as Perpetual
-        Protocol v1's ClearingHouse at HEAD (shared/spec/PROTOCOLS.md A.2-A.5):
+        Protocol v1's ClearingHouse at HEAD (docs/PROTOCOLS.md A.2-A.5):
         - the partial close is gated on the SPOT-only margin ratio;
         - a liquidation that leaves bad debt needs a backstop liquidity provider;
         - `liquidateWithSlippage` exists.

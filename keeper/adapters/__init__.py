@@ -10,6 +10,7 @@ import pkgutil
 from functools import cache
 
 from keeper.adapters.base import Adapter
+from keeper.config import set_protocol_kinds_loader
 
 
 @cache
@@ -30,3 +31,8 @@ def adapter_class(kind: str) -> type[Adapter]:
     if kind not in kinds:
         raise KeyError(f"unknown protocol kind {kind!r} (known: {', '.join(sorted(kinds)) or 'none'})")
     return kinds[kind]
+
+
+# keeper.config never imports this package: it asks this loader for the protocol kinds it does not
+# know yet (importing each adapter module registers its config model's `kind`).
+set_protocol_kinds_loader(registry)

@@ -6,8 +6,9 @@ Per block (calls grow with markets, not loans): one eth_getLogs page over every 
 market's active band, oracle price and loan count (+ the dirty loans' state), and the paged
 `users_to_liquidate(from, limit)` scan, which is the protocol's own liquidatable set. Only the
 liquidatable loans get `tokens_to_liquidate` (eth_call from the keeper: it depends on msg.sender).
-Works on the M2 (2023, `use_eth`) and V3 (`bytes` callback) controller ABIs, detected from each
-controller's bytecode.
+Works on every known controller variant — M1/M2, LlamaLend markets 0–7, 8 and 9–10, V3 — which
+it identifies by asking each controller (eth_call probes, `probe_controller_variant`), never from
+its bytecode: 0.3.10's hash-table dispatcher keeps selectors as data.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
 from pydantic import Field, model_validator
 
-from keeper.abi import Abi, abi, code_has_selector, flat_decoder, implementation_code
+from keeper.abi import Abi, abi, flat_decoder
 from keeper.adapters.base import Adapter
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.multicall import Call, CallFailed
+from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
 from keeper.risk import llamma as lm
-from keeper.rpc import ExecutionReverted, RpcError
+from keeper.rpc import ExecutionReverted, RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
 
@@ -35,6 +37,7 @@ ZERO = "0x0000000000000000000000000000000000000000"
 
 M2 = abi("llamma/Controller_M2")
 V3 = abi("llamma/Controller_V3")
+PROBES = abi("llamma/Controller_Probes")  # entry points that exist in some variants only
 AMM = abi("llamma/AMM")
 CFACTORY = abi("llamma/ControllerFactory")
 LFACTORY = abi("llamma/LendingFactory")
@@ -43,13 +46,86 @@ ERC20 = abi("common/ERC20")
 USER_STATE = M2.event("UserState")
 LIQUIDATE_EV = M2.event("Liquidate")
 TRANSFER_TOPIC = ERC20.event("Transfer").topic0
-WATCH_TOPICS = [USER_STATE.topic0, M2.event("Borrow").topic0, M2.event("Repay").topic0, LIQUIDATE_EV.topic0,
-                M2.event("RemoveCollateral").topic0]  # fmt: skip
+WATCH_TOPICS = [
+    USER_STATE.topic0,
+    M2.event("Borrow").topic0,
+    M2.event("Repay").topic0,
+    LIQUIDATE_EV.topic0,
+    M2.event("RemoveCollateral").topic0,
+]
+
+
+@dataclass(frozen=True)
+class ControllerVariant:
+    """What the keeper must do differently per controller variant (PROTOCOLS.md §B.0–B.4)."""
+
+    name: str  # "m2" | "l0-7" | "l8" | "l9-10" | "v3"
+    description: str
+    use_eth_abi: bool  # liquidate/liquidate_extended take use_eth: partial = 036aed88, else fed9698c
+    borrowed_token: bool  # the stablecoin is borrowed_token(); without it, AMM.coins(0)
+    ceil_debt: bool  # debt = ⌈initial·rate_mul/loan_rate_mul⌉ when n_loans > 1 (0.3.10 line)
+    ceil_frac: bool  # the repaid d = ⌈debt·frac/1e18⌉ (V3), else ⌊…⌋
+
+    @property
+    def abi(self) -> Abi:
+        return M2 if self.use_eth_abi else V3
+
+
+CONTROLLER_VARIANTS = {
+    v.name: v
+    for v in (
+        ControllerVariant(
+            "m2", "crvUSD M1/M2 (Vyper 0.3.7)", use_eth_abi=True, borrowed_token=False, ceil_debt=False, ceil_frac=False
+        ),
+        ControllerVariant("l0-7", "LlamaLend markets 0-7 (0.3.10, inert use_eth)", True, True, ceil_debt=True, ceil_frac=False),
+        ControllerVariant("l8", "LlamaLend market 8 (0.3.10, no use_eth)", False, True, ceil_debt=True, ceil_frac=False),
+        ControllerVariant(
+            "l9-10", "LlamaLend markets 9-10 (0.3.10, callback bytes)", False, True, ceil_debt=True, ceil_frac=False
+        ),
+        ControllerVariant("v3", "crvUSD/LlamaLend V3 (approvals, d rounded up)", False, True, ceil_debt=True, ceil_frac=True),
+    )
+}
+NO_LOAN = "Loan doesn't exist"
+
+
+class UnknownControllerVariant(RuntimeError):
+    pass
+
+
+async def probe_controller_variant(rpc: RpcClient, controller: str, block: int | str = "latest") -> ControllerVariant:
+    """Identify a controller variant with eth_call probes from PROBE_SENDER (an address without a
+    loan). What each probe relies on, as the upstream sources do it:
+
+    - `borrowed_token()` answers only on the 0.3.10 line (LlamaLend, V3); M1/M2 lack it.
+    - `remove_collateral(1, use_eth=False)` exists only where use_eth does (M1/M2, LlamaLend 0–7);
+      for a caller without a loan it reverts early with "Loan doesn't exist"
+      (`_add_collateral_borrow`), and with empty data where the selector does not exist.
+      (`liquidate*` cannot tell this: for a user without a loan they revert with a bare
+      `assert debt > 0`, i.e. empty data, whether or not the selector exists.)
+    - `approval(address,address)` answers only on V3.
+    - `borrow_more_extended(0, 0, 0x0, [], b"")` — the callback_bytes overload of 4d2e9bc6 — returns
+      at once for debt = 0 where it exists (LlamaLend 9–10, V3) and reverts empty where it does not.
+    """
+    has_borrowed = await answers(rpc, controller, PROBES.fn("borrowed_token").encode(), block=block)
+    rc = await revert_reason(rpc, controller, PROBES.fn("remove_collateral").encode(1, False), block=block)
+    use_eth = rc is None or rc != ""  # a reason (normally NO_LOAN) means the entry point exists
+    if not has_borrowed:
+        if use_eth:
+            return CONTROLLER_VARIANTS["m2"]
+        raise UnknownControllerVariant(f"controller {controller}: no borrowed_token() and no use_eth entry points")
+    if use_eth:
+        return CONTROLLER_VARIANTS["l0-7"]
+    if await answers(rpc, controller, PROBES.fn("approval").encode(PROBE_SENDER, PROBE_SENDER), block=block):
+        return CONTROLLER_VARIANTS["v3"]
+    with_bytes = await probe(rpc, controller, PROBES.fn("borrow_more_extended").encode(0, 0, ZERO, [], b""), block=block)
+    return CONTROLLER_VARIANTS["l9-10" if with_bytes.ok else "l8"]
 
 
 class LlammaConfig(ProtocolConfig):
     kind: Literal["llamma"]
-    factory: Address | None = Field(None, description="crvUSD ControllerFactory or LlamaLend factory; all its markets are watched.")
+    factory: Address | None = Field(
+        None, description="crvUSD ControllerFactory or LlamaLend factory; all its markets are watched."
+    )
     controllers: list[Address] = Field(default_factory=list, description="Controllers to watch (in addition to the factory's).")
     collateral_haircut: Ratio = Field(
         Decimal("0.01"), description="Sale haircut on collateral received, valued at the oracle price (0.01 = 1 %)."
@@ -83,7 +159,7 @@ class Market:
     controller: str
     amm: str
     abi: Abi
-    variant: str  # "m2" | "v3"
+    variant: str  # ControllerVariant.name
     ceil_debt: bool
     stablecoin: str
     collateral: str
@@ -91,6 +167,8 @@ class Market:
     collateral_symbol: str
     stable_symbol: str
     label: str
+    use_eth_abi: bool = False  # partial liquidations use the 6-argument use_eth liquidate_extended
+    ceil_frac: bool = False  # the repaid d is rounded up
     active_band: int = 0
     price_oracle: int = 0
     n_loans: int = 0
@@ -198,7 +276,9 @@ class LlammaAdapter(Adapter):
         if self.cfg.factory:
             try:
                 stable_hint = to_checksum_address(
-                    CFACTORY.fn("stablecoin").decode_one(await self.ctx.rpc.eth_call(self.cfg.factory, CFACTORY.fn("stablecoin").encode()))
+                    CFACTORY.fn("stablecoin").decode_one(
+                        await self.ctx.rpc.eth_call(self.cfg.factory, CFACTORY.fn("stablecoin").encode())
+                    )
                 )
             except ExecutionReverted:
                 stable_hint = None
@@ -211,18 +291,17 @@ class LlammaAdapter(Adapter):
         self.cursor = cur[0] if cur else self.cfg.start_block - 1
         if self.mkts:
             self.value_symbol = next(iter(self.mkts.values())).stable_symbol
-        self.log.info("llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.cursor)
+        self.log.info(
+            "llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.cursor
+        )
 
     async def _add_market(self, controller: str, amm_hint: str | None, stable_hint: str | None) -> None:
         rpc = self.ctx.rpc
         if await rpc.get_code(controller) in ("0x", "", None):
             raise RuntimeError(f"no contract code at controller {controller}")
-        code = await implementation_code(rpc, controller)
-        v3 = code_has_selector(code, V3.fn("liquidate_extended", 5).selector) or code_has_selector(
-            code, V3.fn("liquidate_extended", 6).selector
-        )
-        cabi = V3 if v3 else M2
-        has_borrowed = code_has_selector(code, V3.fn("borrowed_token").selector)
+        variant = await probe_controller_variant(rpc, controller)
+        cabi = variant.abi
+        has_borrowed = variant.borrowed_token
         calls = [
             Call(controller, cabi.fn("amm").encode(), flat_decoder(cabi.fn("amm"))),
             Call(controller, cabi.fn("collateral_token").encode(), flat_decoder(cabi.fn("collateral_token"))),
@@ -246,21 +325,33 @@ class LlammaAdapter(Adapter):
         if stable_hint and not has_borrowed and stable != stable_hint:
             self.log.warning("stablecoin_mismatch", controller=controller, amm_coin0=stable, factory=stable_hint)
         meta = await self.ctx.calls.run(
-            [Call(collateral, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))),
-             Call(collateral, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol"))),
-             Call(stable, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol")))]
-        )  # fmt: skip
+            [
+                Call(collateral, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))),
+                Call(collateral, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol"))),
+                Call(stable, ERC20.fn("symbol").encode(), flat_decoder(ERC20.fn("symbol"))),
+            ]
+        )
         dec = 18 if isinstance(meta[0], CallFailed) else meta[0][0]
         csym = "collateral" if isinstance(meta[1], CallFailed) else meta[1][0]
         stable_symbol = "stablecoin" if isinstance(meta[2], CallFailed) else meta[2][0]
         label = csym if csym not in [m.label for m in self.mkts.values()] else f"{csym}-{controller[2:6]}"
         self.mkts[controller] = Market(
-            controller=controller, amm=amm, abi=cabi, variant="v3" if v3 else "m2", ceil_debt=v3, stablecoin=stable,
-            collateral=collateral, collateral_decimals=dec, collateral_symbol=csym, stable_symbol=stable_symbol, label=label,
+            controller=controller,
+            amm=amm,
+            abi=cabi,
+            variant=variant.name,
+            ceil_debt=variant.ceil_debt,
+            stablecoin=stable,
+            collateral=collateral,
+            collateral_decimals=dec,
+            collateral_symbol=csym,
+            stable_symbol=stable_symbol,
+            label=label,
             liquidation_discount=res[2][0],
-        )  # fmt: skip
-        self.log.info("market_added", controller=controller, amm=amm, label=label, variant="v3" if v3 else "m2",
-                      collateral_decimals=dec)  # fmt: skip
+            use_eth_abi=variant.use_eth_abi,
+            ceil_frac=variant.ceil_frac,
+        )
+        self.log.info("market_added", controller=controller, amm=amm, label=label, variant=variant.name, collateral_decimals=dec)
 
     def markets(self) -> list[str]:
         return list(self.mkts)
@@ -280,16 +371,26 @@ class LlammaAdapter(Adapter):
         for m in self.mkts.values():
             inv = self.inventory.get(m.stablecoin)
             allowance = inv.allowance.get(m.controller, 0) if inv else 0
-            rows.append((f"{self.name} {m.label} ({m.variant})", True,
-                         f"{m.stable_symbol} balance {(inv.balance if inv else 0) / WAD:.2f}, allowance to controller "
-                         f"{'unlimited' if allowance == MAX_UINT else f'{allowance / WAD:.2f}'} (approval mode {self.cfg.approval})"))  # fmt: skip
+            rows.append(
+                (
+                    f"{self.name} {m.label} ({m.variant})",
+                    True,
+                    f"{m.stable_symbol} balance {(inv.balance if inv else 0) / WAD:.2f}, allowance to controller "
+                    f"{'unlimited' if allowance == MAX_UINT else f'{allowance / WAD:.2f}'} (approval mode {self.cfg.approval})",
+                )
+            )
         return rows
 
     def scan_columns(self) -> list[tuple[str, str, str]]:
         return [
-            ("HEALTH", "health_full", "ratio"), ("SOFT", "soft", "bool"), ("CONVERTED", "converted", "ratio"),
-            ("DEBT", "debt", "amount"), ("X", "x", "amount"), ("Y", "y_18", "amount"), ("TO PAY", "pay", "amount"),
-        ]  # fmt: skip
+            ("HEALTH", "health_full", "ratio"),
+            ("SOFT", "soft", "bool"),
+            ("CONVERTED", "converted", "ratio"),
+            ("DEBT", "debt", "amount"),
+            ("X", "x", "amount"),
+            ("Y", "y_18", "amount"),
+            ("TO PAY", "pay", "amount"),
+        ]
 
     # ---- per block -------------------------------------------------------------------------------
     async def sync(self, head: Block) -> None:
@@ -363,8 +464,15 @@ class LlammaAdapter(Adapter):
             if soft != loan.soft:
                 loan.soft = soft
                 changed.add((c, u))
-                self.log.info("loan_soft_liquidation_entered" if soft else "loan_soft_liquidation_left",
-                              market=m.label, user=u, n1=loan.n1, n2=loan.n2, active_band=m.active_band, block=head.number)  # fmt: skip
+                self.log.info(
+                    "loan_soft_liquidation_entered" if soft else "loan_soft_liquidation_left",
+                    market=m.label,
+                    user=u,
+                    n1=loan.n1,
+                    n2=loan.n2,
+                    active_band=m.active_band,
+                    block=head.number,
+                )
         self.ctx.store.put_positions(self.name, [(c, u, _loan_row(self.loans[(c, u)]), head.number) for c, u in changed])
         self.ctx.store.delete_positions(self.name, deletes)
         await self._scan_liquidatable(head)
@@ -376,9 +484,14 @@ class LlammaAdapter(Adapter):
             for start in range(0, m.n_loans, self.cfg.page_size):
                 reqs.append((m, start, min(self.cfg.page_size, m.n_loans - start)))
         outs = await self.ctx.rpc.batch(
-            [("eth_call", [{"to": m.controller, "data": "0x" + m.abi.fn("users_to_liquidate", 2).encode(s, n).hex()}, hex(head.number)])
-             for m, s, n in reqs]
-        )  # fmt: skip
+            [
+                (
+                    "eth_call",
+                    [{"to": m.controller, "data": "0x" + m.abi.fn("users_to_liquidate", 2).encode(s, n).hex()}, hex(head.number)],
+                )
+                for m, s, n in reqs
+            ]
+        )
         found: dict[tuple[str, str], Liquidatable] = {}
         for (m, s, _n), out in zip(reqs, outs, strict=True):
             if isinstance(out, RpcError):
@@ -393,10 +506,17 @@ class LlammaAdapter(Adapter):
         keys = list(found)
         pays = await self._pays(keys, head)
         disc = await self.ctx.calls.run(
-            [Call(c, self.mkts[c].abi.fn("liquidation_discounts").encode(u), flat_decoder(self.mkts[c].abi.fn("liquidation_discounts")))
-             for c, u in keys] + self._inventory_calls(),
+            [
+                Call(
+                    c,
+                    self.mkts[c].abi.fn("liquidation_discounts").encode(u),
+                    flat_decoder(self.mkts[c].abi.fn("liquidation_discounts")),
+                )
+                for c, u in keys
+            ]
+            + self._inventory_calls(),
             head.number,
-        )  # fmt: skip
+        )
         for k, p, d in zip(keys, pays, disc[: len(keys)], strict=True):
             found[k].pay_full = None if isinstance(p, CallFailed) else p[0]
             found[k].discount = self.mkts[k[0]].liquidation_discount if isinstance(d, CallFailed) else d[0]
@@ -416,7 +536,11 @@ class LlammaAdapter(Adapter):
         for s in sorted({m.stablecoin for m in self.mkts.values()}):
             calls.append(Call(s, ERC20.fn("balanceOf").encode(self.ctx.keeper), flat_decoder(ERC20.fn("balanceOf"))))
         for m in self.mkts.values():
-            calls.append(Call(m.stablecoin, ERC20.fn("allowance").encode(self.ctx.keeper, m.controller), flat_decoder(ERC20.fn("allowance"))))
+            calls.append(
+                Call(
+                    m.stablecoin, ERC20.fn("allowance").encode(self.ctx.keeper, m.controller), flat_decoder(ERC20.fn("allowance"))
+                )
+            )
         return calls
 
     def _read_inventory(self, res: list) -> None:
@@ -447,33 +571,59 @@ class LlammaAdapter(Adapter):
             liq = self.liquidatable.get((c, u))
             fields: dict = {"market": m.label, "debt": liq.debt if liq else (loan.debt if loan else None)}
             if loan is not None:
-                fields.update(n1=loan.n1, n2=loan.n2, soft=lm.in_soft_liquidation(loan.n1, m.active_band), active_band=m.active_band)
+                fields.update(
+                    n1=loan.n1, n2=loan.n2, soft=lm.in_soft_liquidation(loan.n1, m.active_band), active_band=m.active_band
+                )
             extra = self.scan_extra.get((c, u)) if full else None
             if extra is not None:
                 fields.update(health_full=extra.health_full, health=extra.health, pay=extra.pay)
                 if extra.xy is not None:
                     x, y = extra.xy
-                    fields.update(x=x, y=y, y_18=y * m.collateral_precision,
-                                  converted=lm.converted_share(x, y, m.price_oracle, m.collateral_precision))  # fmt: skip
+                    fields.update(
+                        x=x,
+                        y=y,
+                        y_18=y * m.collateral_precision,
+                        converted=lm.converted_share(x, y, m.price_oracle, m.collateral_precision),
+                    )
             key = PositionKey(self.name, c, u)
             if liq is None:
                 status = Status.SOFT if fields.get("soft") else Status.HEALTHY
                 out.append(Evaluation(key, status, False, None, fields))
                 continue
-            fields.update(health_full=liq.health, x=liq.x, y=liq.y, y_18=liq.y * m.collateral_precision, pay=liq.pay_full,
-                          converted=lm.converted_share(liq.x, liq.y, m.price_oracle, m.collateral_precision))  # fmt: skip
+            fields.update(
+                health_full=liq.health,
+                x=liq.x,
+                y=liq.y,
+                y_18=liq.y * m.collateral_precision,
+                pay=liq.pay_full,
+                converted=lm.converted_share(liq.x, liq.y, m.price_oracle, m.collateral_precision),
+            )
             if liq.pay_full is None:
                 out.append(Evaluation(key, Status.FULL, False, None, fields, reason="tokens_to_liquidate failed"))
                 continue
             need = liq.pay_full + liq.pay_full // 100  # debt keeps accruing until the tx lands
             frac = lm.affordable_frac(need, self._budget(m), min_frac)
             if frac is None:
-                out.append(Evaluation(key, Status.UNAFFORDABLE, False, None, fields,
-                                      reason=f"needs {need} stablecoin, budget {self._budget(m)}"))  # fmt: skip
+                out.append(
+                    Evaluation(
+                        key, Status.UNAFFORDABLE, False, None, fields, reason=f"needs {need} stablecoin, budget {self._budget(m)}"
+                    )
+                )
                 continue
-            po = lm.payout(debt=liq.debt, x=liq.x, y=liq.y, frac=frac, health_limit=liq.discount, price_oracle=m.price_oracle,
-                           haircut=haircut, collateral_precision=m.collateral_precision, ceil=m.ceil_debt)  # fmt: skip
-            fields.update(frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable)
+            po = lm.payout(
+                debt=liq.debt,
+                x=liq.x,
+                y=liq.y,
+                frac=frac,
+                health_limit=liq.discount,
+                price_oracle=m.price_oracle,
+                haircut=haircut,
+                collateral_precision=m.collateral_precision,
+                ceil=m.ceil_frac,
+            )
+            fields.update(
+                frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable
+            )
             status = Status.FULL if frac == WAD else Status.PARTIAL
             out.append(Evaluation(key, status, True, po.value, fields))
         return out
@@ -495,17 +645,19 @@ class LlammaAdapter(Adapter):
         for i, k in enumerate(keys):
             hf, h, xy = res[3 * i : 3 * i + 3]
             self.scan_extra[k] = ScanExtra(
-                None if isinstance(hf, CallFailed) else hf[0], None if isinstance(h, CallFailed) else h[0],
-                None if isinstance(pays[i], CallFailed) else pays[i][0], None if isinstance(xy, CallFailed) else (xy[0], xy[1]),
-            )  # fmt: skip
+                None if isinstance(hf, CallFailed) else hf[0],
+                None if isinstance(h, CallFailed) else h[0],
+                None if isinstance(pays[i], CallFailed) else pays[i][0],
+                None if isinstance(xy, CallFailed) else (xy[0], xy[1]),
+            )
 
     # ---- plans -------------------------------------------------------------------------------------
     def _liquidate_call(self, m: Market, user: str, min_x: int, frac: int) -> bytes:
         if frac == WAD:
             return m.abi.fn("liquidate", 2).encode(user, min_x)  # the 2-argument form works on every version
-        if m.variant == "v3":
-            return V3.fn("liquidate_extended", 5).encode(user, min_x, frac, ZERO, [])
-        return M2.fn("liquidate_extended", 6).encode(user, min_x, frac, False, ZERO, [])
+        if m.use_eth_abi:  # M1/M2, LlamaLend 0-7: 036aed88; collateral paid as the token (use_eth=False)
+            return M2.fn("liquidate_extended", 6).encode(user, min_x, frac, False, ZERO, [])
+        return V3.fn("liquidate_extended", 5).encode(user, min_x, frac, ZERO, [])  # fed9698c
 
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
         """Plans for the candidates, best first, within the keeper's stablecoin budget (inventory and
@@ -533,13 +685,36 @@ class LlammaAdapter(Adapter):
                     continue
             need = pay + pay // 100  # debt accrues until the tx lands; V3 rounds the repaid debt up
             reserved[m.stablecoin] = reserved.get(m.stablecoin, 0) + need
-            po = lm.payout(debt=liq.debt, x=liq.x, y=liq.y, frac=frac, health_limit=liq.discount, price_oracle=m.price_oracle,
-                           haircut=haircut, collateral_precision=m.collateral_precision, ceil=m.ceil_debt)  # fmt: skip
+            po = lm.payout(
+                debt=liq.debt,
+                x=liq.x,
+                y=liq.y,
+                frac=frac,
+                health_limit=liq.discount,
+                price_oracle=m.price_oracle,
+                haircut=haircut,
+                collateral_precision=m.collateral_precision,
+                ceil=m.ceil_frac,
+            )
             min_x = lm.min_x_for(po.x_withdrawn, slippage)
-            fields = dict(e.fields, frac=frac, pay=pay, min_x=min_x, expected_y=po.y_withdrawn, expected_x=po.x_withdrawn,
-                          debt_repaid=po.debt_repaid)  # fmt: skip
-            plan = Plan(key=e.key, to=m.controller, data=self._liquidate_call(m, e.key.account, min_x, frac),
-                        kind="full" if frac == WAD else "frac", expected_reward=po.value, fields=fields, typical_gas=self.typical_gas)  # fmt: skip
+            fields = dict(
+                e.fields,
+                frac=frac,
+                pay=pay,
+                min_x=min_x,
+                expected_y=po.y_withdrawn,
+                expected_x=po.x_withdrawn,
+                debt_repaid=po.debt_repaid,
+            )
+            plan = Plan(
+                key=e.key,
+                to=m.controller,
+                data=self._liquidate_call(m, e.key.account, min_x, frac),
+                kind="full" if frac == WAD else "frac",
+                expected_reward=po.value,
+                fields=fields,
+                typical_gas=self.typical_gas,
+            )
             by_controller.setdefault(m.controller, []).append((plan, need))
         plans: list[Plan] = []
         for controller, group in by_controller.items():
@@ -551,8 +726,15 @@ class LlammaAdapter(Adapter):
                 continue
             first = group[0][0]
             amount = self._approval_amount(total)
-            first.prerequisite = Plan(key=first.key, to=m.stablecoin, data=ERC20.fn("approve").encode(controller, amount),
-                                      kind="approval", expected_reward=0, fields={"amount": amount})  # fmt: skip
+            first.prerequisite = Plan(
+                key=first.key,
+                to=m.stablecoin,
+                data=ERC20.fn("approve").encode(controller, amount),
+                kind="approval",
+                expected_reward=0,
+                fields={"amount": amount},
+                step=f"approve:{m.stablecoin}:{controller}",
+            )
             plans.append(first)
         return plans
 
@@ -566,7 +748,9 @@ class LlammaAdapter(Adapter):
     async def _pay_for(self, m: Market, user: str, frac: int, head: Block) -> int | None:
         fn = m.abi.fn("tokens_to_liquidate", 2)
         try:
-            return fn.decode_one(await self.ctx.rpc.eth_call(m.controller, fn.encode(user, frac), sender=self.ctx.keeper, block=head.number))
+            return fn.decode_one(
+                await self.ctx.rpc.eth_call(m.controller, fn.encode(user, frac), sender=self.ctx.keeper, block=head.number)
+            )
         except RpcError:
             return None
 
@@ -585,14 +769,26 @@ class LlammaAdapter(Adapter):
                 ev = LIQUIDATE_EV.decode(lg)
                 if ev["user"] == plan.key.account and ev["liquidator"] == self.ctx.keeper:
                     y, x, d = ev["collateral_received"], ev["stablecoin_received"], ev["debt"]
-                    value = lm.collateral_value(y, m.price_oracle, to_units(self.cfg.collateral_haircut, 18), m.collateral_precision)
+                    value = lm.collateral_value(
+                        y, m.price_oracle, to_units(self.cfg.collateral_haircut, 18), m.collateral_precision
+                    )
                     reward = value + x - d
-                    fields = {"collateral_received": y, "stablecoin_from_bands": x, "debt_repaid": d, "stable_paid": max(d - x, 0)}
+                    fields = {
+                        "collateral_received": y,
+                        "stablecoin_from_bands": x,
+                        "debt_repaid": d,
+                        "stable_paid": max(d - x, 0),
+                    }
         if fields.get("collateral_received"):
             # M1/M2 WETH markets pay `liquidate(user, min_x)` collateral as native ETH: no token Transfer to us
             to_keeper = "0x" + "0" * 24 + self.ctx.keeper[2:].lower()
-            token = any(lg["address"].lower() == m.collateral.lower() and len(lg["topics"]) == 3 and lg["topics"][0] == TRANSFER_TOPIC
-                        and lg["topics"][2].lower() == to_keeper for lg in receipt.get("logs", []))  # fmt: skip
+            token = any(
+                lg["address"].lower() == m.collateral.lower()
+                and len(lg["topics"]) == 3
+                and lg["topics"][0] == TRANSFER_TOPIC
+                and lg["topics"][2].lower() == to_keeper
+                for lg in receipt.get("logs", [])
+            )
             fields["collateral_paid_in"] = "token" if token else "native"
         return Outcome(plan.key, tx_hash, "landed", plan.kind, reward, gas_used, cost, fields)
 

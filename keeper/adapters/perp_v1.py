@@ -16,16 +16,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
-from eth_utils import to_checksum_address
+from eth_abi import decode as abi_decode
+from eth_abi import encode as abi_encode
+from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from pydantic import Field
 
-from keeper.abi import abi, code_has_selector, flat, flat_decoder, implementation_code
+from keeper.abi import abi, flat, flat_decoder
 from keeper.adapters.base import Adapter
 from keeper.config import Address, Model, ProtocolConfig, Ratio
 from keeper.config import NonNegDec as _NonNegDec
 from keeper.multicall import Call, CallFailed
+from keeper.probe import PROBE_SENDER, revert_reason
 from keeper.risk import perp as pm
-from keeper.rpc import RpcError
+from keeper.rpc import RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
 
@@ -33,7 +36,6 @@ CH = abi("perp/ClearingHouse")
 AMM = abi("perp/Amm")
 IF = abi("perp/InsuranceFund")
 ERC20 = abi("common/ERC20")
-EXT = abi("perp/ReferenceExtensions")
 
 POSITION_CHANGED = CH.event("PositionChanged")
 MARGIN_CHANGED = CH.event("MarginChanged")
@@ -42,6 +44,52 @@ POSITION_LIQUIDATED = CH.event("PositionLiquidated")
 LIQUIDATE_WITH_SLIPPAGE = CH.fn("liquidateWithSlippage")
 
 SNAPSHOT_FETCH_STEP = 64  # snapshots read per round while filling the TWAP window
+
+# Variant probe: `liquidateWithSlippage(amm, trader, (0))` with an AMM the InsuranceFund does not
+# know. v2.3 has the entry point: it reads the (empty) position, then `liquidate` runs `requireAmm`
+# and reverts "amm not found". v2.2 has no such function and no fallback: an empty revert.
+PROBE_AMM = "0x000000000000000000000000000000000000dEaD"
+
+# The 5 % lockout switch some ClearingHouses have (our reference one does, the upstream ones do
+# not): `lockoutRatio(address amm) -> uint256` (1e18 = 100 %, 0 = off). Encoded here on purpose,
+# not read from a test ABI: lockout = "auto" probes for it and follows it only where it answers.
+LOCKOUT_RATIO_SELECTOR = function_signature_to_4byte_selector("lockoutRatio(address)")
+
+
+def _lockout_ratio_call(ch: str, amm: str) -> Call:
+    def decode(data: bytes) -> tuple[int]:
+        if len(data) < 32:  # a fallback that returns nothing is not a switch
+            raise ValueError("short answer")
+        return (int(abi_decode(["uint256"], data[:32])[0]),)
+
+    return Call(ch, LOCKOUT_RATIO_SELECTOR + abi_encode(["address"], [amm]), decode)
+
+
+async def detect_variant(rpc: RpcClient, clearing_house: str, insurance_fund: str | None = None) -> tuple[str, str]:
+    """('v2.3' | 'v2.2', evidence) by asking the ClearingHouse (through any proxy: eth_call is).
+
+    First probe: an AMM the InsuranceFund does not know (v2.3: "amm not found"). Only when that
+    reverts empty and the InsuranceFund lists an AMM, a second probe with a listed AMM and a trader
+    without a position (v2.3: "positionSize is 0" or "amm was closed"), for builds whose
+    `getPosition` reads the AMM before `requireAmm`. Empty reverts both times: v2.2."""
+    amms = [PROBE_AMM]
+    tried: list[str] = []
+    while amms:
+        amm = amms.pop(0)
+        reason = await revert_reason(rpc, clearing_house, LIQUIDATE_WITH_SLIPPAGE.encode(amm, PROBE_SENDER, (0,)))
+        if reason is None:
+            return "v2.3", f"liquidateWithSlippage({amm}) returned"
+        if reason:
+            return "v2.3", f"liquidateWithSlippage({amm}) reverted {reason!r}"
+        tried.append(amm)
+        if len(tried) == 1 and insurance_fund:
+            f = IF.fn("getAllAmms")
+            try:
+                listed = flat(f.decode(await rpc.eth_call(insurance_fund, f.encode())))
+            except RpcError:
+                listed = []
+            amms = [to_checksum_address(a) for a in listed[:1]]
+    return "v2.2", f"liquidateWithSlippage reverted without data ({', '.join(tried)}): no such entry point"
 
 
 class PerpMarketPolicy(Model):
@@ -58,9 +106,9 @@ class PerpV1Config(ProtocolConfig):
         default_factory=list, description="Amm addresses to watch; empty = every Amm of the InsuranceFund."
     )
     lockout: Literal["auto", "on", "off"] = Field(
-        "auto",
+        "on",
         description="5 % lockout rule: 'on' never sends while |spot − index|/index ≥ lockout_threshold; 'off' ignores it; "
-        "'auto' follows the contract's own per-market switch when it has one (lockoutRatio), else off.",
+        "'auto' follows the contract's own per-market switch where a probe finds one (lockoutRatio), else acts as 'on'.",
     )
     lockout_threshold: Ratio = Field(Decimal("0.05"), description="Deviation that triggers the lockout rule (0.05 = 5 %).")
     prefilter_margin: Ratio = Field(
@@ -82,8 +130,8 @@ class MarketInfo:
     quote_token: str
     quote_decimals: int
     quote_symbol: str
-    onchain_lockout_ratio: int  # our reference ClearingHouse's switch; 0 = off / not supported
-    has_lockout_switch: bool  # the ClearingHouse answers lockoutRatio(amm) (refreshed every block)
+    onchain_lockout_ratio: int  # the ClearingHouse's own switch (lockoutRatio(amm)), 0 = off or none
+    has_lockout_switch: bool  # the ClearingHouse answers lockoutRatio(amm) (re-read every block)
     policy: PerpMarketPolicy
 
 
@@ -112,8 +160,9 @@ class PerpV1Adapter(Adapter):
         self.cfg: PerpV1Config = config
         self.ch = config.clearing_house
         self.insurance_fund: str | None = None
-        self.params: pm.PerpParams | None = None
+        self._params: pm.PerpParams | None = None
         self.variant = "unknown"
+        self.variant_evidence = ""
         self.info: dict[str, MarketInfo] = {}
         self.states: dict[str, pm.MarketState] = {}
         self.snapshots: dict[str, SnapshotCache] = {}
@@ -140,11 +189,15 @@ class PerpV1Adapter(Adapter):
     async def start(self, head: Block) -> None:
         if await self.ctx.rpc.get_code(self.ch) in ("0x", "", None):
             raise RuntimeError(f"{self.name}: no contract code at clearing_house {self.ch}")
-        code = await implementation_code(self.ctx.rpc, self.ch)  # through an upgradeable proxy if any
-        has_slippage = code_has_selector(code, LIQUIDATE_WITH_SLIPPAGE.selector)
-        self.variant = "v2.3" if has_slippage else "v2.2"
         await self._read_params()
         await self._discover(head)
+        # Config naming a market this ClearingHouse does not have is a mistake, not a warning.
+        unknown = [a for a in self.cfg.market_overrides if a not in self.info]
+        if unknown:
+            raise RuntimeError(
+                f"{self.name}: market_overrides names {', '.join(unknown)}, not a watched market of clearing_house "
+                f"{self.ch} (InsuranceFund {self.insurance_fund})"
+            )
         for market, account, data, _blk in self.ctx.store.load_positions(self.name):
             self.positions[(market, account)] = pm.Position(
                 int(data["size"]), int(data["margin"]), int(data["open_notional"]), int(data["last_cpf"]), int(data["block"])
@@ -152,10 +205,18 @@ class PerpV1Adapter(Adapter):
         cur = self.ctx.store.cursor(self.name)
         self.cursor = cur[0] if cur else self.cfg.start_block - 1
         self.log.info(
-            "perp_started", clearing_house=self.ch, variant=self.variant, markets=len(self.info),
-            mmr=self.params.mmr, lfr=self.params.lfr, plr=self.params.plr, keeper_is_backstop=self.params.keeper_is_backstop,
-            positions=len(self.positions), cursor=self.cursor,
-        )  # fmt: skip
+            "perp_started",
+            clearing_house=self.ch,
+            variant=self.variant,
+            variant_evidence=self.variant_evidence,
+            markets=len(self.info),
+            mmr=self.params.mmr,
+            lfr=self.params.lfr,
+            plr=self.params.plr,
+            keeper_is_backstop=self.params.keeper_is_backstop,
+            positions=len(self.positions),
+            cursor=self.cursor,
+        )
 
     def _param_calls(self) -> list[Call]:
         """Protocol parameters, re-read every block (owners can change them at any time)."""
@@ -171,53 +232,82 @@ class PerpV1Adapter(Adapter):
         mmr, lfr, plr = res[0][0], res[1][0], res[2][0]
         backstop = bool(res[3][0]) if not isinstance(res[3], CallFailed) else False
         v23 = self.variant == "v2.3"
-        params = pm.PerpParams(mmr=mmr, lfr=lfr, plr=plr, partial_on_spot_ratio=v23, backstop_rule=v23, keeper_is_backstop=backstop)
-        if self.params is not None and params != self.params:
+        params = pm.PerpParams(
+            mmr=mmr, lfr=lfr, plr=plr, partial_on_spot_ratio=v23, backstop_rule=v23, keeper_is_backstop=backstop
+        )
+        if self._params is not None and params != self._params:
             self.log.info("protocol_params_changed", mmr=mmr, lfr=lfr, plr=plr, keeper_is_backstop=backstop)
-        self.params = params
+        self._params = params
+
+    @property
+    def params(self) -> pm.PerpParams:
+        if self._params is None:
+            raise RuntimeError(f"{self.name}: protocol parameters not read yet (start() first)")
+        return self._params
+
+    @property
+    def _fund(self) -> str:
+        if self.insurance_fund is None:
+            raise RuntimeError(f"{self.name}: InsuranceFund not read yet (start() first)")
+        return self.insurance_fund
 
     async def _read_params(self) -> None:
+        """The InsuranceFund, the variant (by probing, see `detect_variant`) and the parameters."""
         ins = CH.fn("insuranceFund")
         res = await self.ctx.calls.run([*self._param_calls(), Call(self.ch, ins.encode(), flat_decoder(ins))])
-        self._apply_params(res[:4])
         if isinstance(res[4], CallFailed):
             raise RuntimeError(f"{self.name}: ClearingHouse.insuranceFund() failed: {res[4].reason}")
         self.insurance_fund = res[4][0]
+        self.variant, self.variant_evidence = await detect_variant(self.ctx.rpc, self.ch, self.insurance_fund)
+        self._apply_params(res[:4])
 
     async def _discover(self, head: Block) -> None:
         if self.cfg.markets:
             amms = list(self.cfg.markets)
         else:
             f = IF.fn("getAllAmms")
-            amms = flat(f.decode(await self.ctx.rpc.eth_call(self.insurance_fund, f.encode())))
+            amms = flat(f.decode(await self.ctx.rpc.eth_call(self._fund, f.encode())))
             amms = [to_checksum_address(a) for a in amms]
         new = [a for a in amms if a not in self.info]
         if new:
             calls: list[Call] = []
             for a in new:
                 calls += [
-                    Call(self.insurance_fund, IF.fn("isExistedAmm").encode(a), flat_decoder(IF.fn("isExistedAmm"))),
+                    Call(self._fund, IF.fn("isExistedAmm").encode(a), flat_decoder(IF.fn("isExistedAmm"))),
                     Call(a, AMM.fn("quoteAsset").encode(), flat_decoder(AMM.fn("quoteAsset"))),
                     Call(a, AMM.fn("priceFeedKey").encode(), flat_decoder(AMM.fn("priceFeedKey"))),
-                    Call(self.ch, EXT.fn("lockoutRatio").encode(a), flat_decoder(EXT.fn("lockoutRatio"))),
+                    _lockout_ratio_call(self.ch, a),  # probe: does the ClearingHouse have a lockout switch?
                 ]
             res = await self.ctx.calls.run(calls)
             tokens: dict[str, str] = {}
             for i, a in enumerate(new):
                 exists, quote, key, lock = res[4 * i : 4 * i + 4]
                 if isinstance(exists, CallFailed) or not exists[0]:
-                    self.log.warning("market_not_registered", amm=a, note="not in the InsuranceFund: the contract would revert 'amm not found'")
+                    if a in self.cfg.markets:
+                        raise RuntimeError(
+                            f"{self.name}: markets lists {a}, not a market of clearing_house {self.ch} "
+                            f"(InsuranceFund {self.insurance_fund} does not know it)"
+                        )
+                    self.log.warning(
+                        "market_not_registered",
+                        market=a,
+                        note="not in the InsuranceFund: the contract would revert 'amm not found'",
+                    )
                     continue
                 if isinstance(quote, CallFailed):
                     raise RuntimeError(f"{self.name}: Amm {a} quoteAsset() failed: {quote.reason}")
                 label = _label_from_key(key[0]) if not isinstance(key, CallFailed) else ""
                 tokens[a] = quote[0]
                 self.info[a] = MarketInfo(
-                    amm=a, label=label or a[:10], quote_token=quote[0], quote_decimals=18, quote_symbol="quote",
+                    amm=a,
+                    label=label or a[:10],
+                    quote_token=quote[0],
+                    quote_decimals=18,
+                    quote_symbol="quote",
                     onchain_lockout_ratio=0 if isinstance(lock, CallFailed) else lock[0],
                     has_lockout_switch=not isinstance(lock, CallFailed),
-                    policy=self.cfg.market_overrides.get(a, PerpMarketPolicy()),
-                )  # fmt: skip
+                    policy=self.cfg.market_overrides.get(a) or PerpMarketPolicy.model_validate({}),
+                )
             uniq = sorted(set(tokens.values()))
             tres = await self.ctx.calls.run(
                 [Call(t, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))) for t in uniq]
@@ -232,8 +322,17 @@ class PerpV1Adapter(Adapter):
                 self.value_symbol = next(iter(self.info.values())).quote_symbol
             for a in new:
                 if a in self.info:
-                    self.log.info("market_added", amm=a, label=self.info[a].label, quote=self.info[a].quote_symbol,
-                                  onchain_lockout_ratio=self.info[a].onchain_lockout_ratio)  # fmt: skip
+                    mi = self.info[a]
+                    mode, source, threshold = self._lockout_rule(mi)
+                    self.log.info(
+                        "market_added",
+                        amm=a,
+                        label=mi.label,
+                        quote=mi.quote_symbol,
+                        lockout=mode,
+                        lockout_source=source,
+                        lockout_threshold=threshold,
+                    )
         for a in list(self.info):
             if a not in amms:
                 self.log.info("market_removed", amm=a)
@@ -253,17 +352,30 @@ class PerpV1Adapter(Adapter):
     async def check_rows(self) -> list[tuple[str, bool, str]]:
         p = self.params
         return [
-            (f"{self.name} clearing house", True, f"{self.variant}, MMR {p.mmr / 1e16:.2f} %, fee {p.lfr / 1e16:.2f} %, "
-                                                 f"partial {p.plr / 1e16:.0f} %, {len(self.info)} markets"),
-            (f"{self.name} backstop LP", True, "yes: may liquidate into bad debt" if p.keeper_is_backstop else
-             "no: bad-debt positions are left to a backstop LP"),
-        ]  # fmt: skip
+            (
+                f"{self.name} clearing house",
+                True,
+                f"{self.variant}, MMR {p.mmr / 1e16:.2f} %, fee {p.lfr / 1e16:.2f} %, "
+                f"partial {p.plr / 1e16:.0f} %, {len(self.info)} markets",
+            ),
+            (
+                f"{self.name} backstop LP",
+                True,
+                "yes: may liquidate into bad debt"
+                if p.keeper_is_backstop
+                else "no: bad-debt positions are left to a backstop LP",
+            ),
+        ]
 
     def scan_columns(self) -> list[tuple[str, str, str]]:
         return [
-            ("SIDE", "side", "str"), ("SIZE", "size", "amount"), ("SPOT MR", "spot_mr", "ratio"),
-            ("TWAP MR", "twap_mr", "ratio"), ("ORACLE MR", "oracle_mr", "ratio"), ("EFF MR", "effective_mr", "ratio"),
-        ]  # fmt: skip
+            ("SIDE", "side", "str"),
+            ("SIZE", "size", "amount"),
+            ("SPOT MR", "spot_mr", "ratio"),
+            ("TWAP MR", "twap_mr", "ratio"),
+            ("ORACLE MR", "oracle_mr", "ratio"),
+            ("EFF MR", "effective_mr", "ratio"),
+        ]
 
     # ---- per block -------------------------------------------------------------------------------
     async def sync(self, head: Block) -> None:
@@ -307,13 +419,18 @@ class PerpV1Adapter(Adapter):
             calls += [
                 Call(a, AMM.fn("getReserve").encode(), flat_decoder(AMM.fn("getReserve"))),
                 Call(a, AMM.fn("getUnderlyingPrice").encode(), flat_decoder(AMM.fn("getUnderlyingPrice"))),
-                Call(self.ch, CH.fn("getLatestCumulativePremiumFraction").encode(a),
-                     flat_decoder(CH.fn("getLatestCumulativePremiumFraction"))),
+                Call(
+                    self.ch,
+                    CH.fn("getLatestCumulativePremiumFraction").encode(a),
+                    flat_decoder(CH.fn("getLatestCumulativePremiumFraction")),
+                ),
                 Call(a, AMM.fn("getSnapshotLen").encode(), flat_decoder(AMM.fn("getSnapshotLen"))),
-            ]  # fmt: skip
-        lock_fn = EXT.fn("lockoutRatio")
-        switched = [a for a in amms if self.info[a].has_lockout_switch]
-        calls += [Call(self.ch, lock_fn.encode(a), flat_decoder(lock_fn)) for a in switched]
+            ]
+        # the contract's lockout switch is only followed (and re-read) where lockout = "auto" found one
+        switched = [
+            a for a in amms if self.info[a].has_lockout_switch and (self.info[a].policy.lockout or self.cfg.lockout) == "auto"
+        ]
+        calls += [_lockout_ratio_call(self.ch, a) for a in switched]
         calls += self._param_calls()
         dirty = [k for k in self.dirty if k[0] in self.info]
         gp = CH.fn("getPosition")
@@ -348,20 +465,32 @@ class PerpV1Adapter(Adapter):
         upserts, deletes = [], []
         for (a, t), r in zip(dirty, position_results, strict=True):
             if isinstance(r, CallFailed):
-                self.log.warning("position_read_failed", amm=a, trader=t, error=r.reason)
+                self.log.warning("position_read_failed", market=a, account=t, error=r.reason)
                 continue
             size, margin, open_notional, cpf, _lhi, blk = r
             self.dirty.discard((a, t))
             if size == 0:
                 if self.positions.pop((a, t), None) is not None:
                     deletes.append((a, t))
-                    self.log.debug("position_closed", amm=a, trader=t)
+                    self.log.debug("position_closed", market=a, account=t)
                 continue
             pos = pm.Position(size, margin, open_notional, cpf, blk)
             if self.positions.get((a, t)) != pos:
                 self.positions[(a, t)] = pos
-                upserts.append((a, t, {"size": str(size), "margin": str(margin), "open_notional": str(open_notional),
-                                       "last_cpf": str(cpf), "block": blk}, head.number))  # fmt: skip
+                upserts.append(
+                    (
+                        a,
+                        t,
+                        {
+                            "size": str(size),
+                            "margin": str(margin),
+                            "open_notional": str(open_notional),
+                            "last_cpf": str(cpf),
+                            "block": blk,
+                        },
+                        head.number,
+                    )
+                )
         self.ctx.store.put_positions(self.name, upserts)
         self.ctx.store.delete_positions(self.name, deletes)
 
@@ -425,15 +554,23 @@ class PerpV1Adapter(Adapter):
         return tail
 
     # ---- evaluation --------------------------------------------------------------------------
-    def _lockout_threshold(self, mi: MarketInfo) -> int | None:
-        """Deviation (1e18) at or above which nothing is sent in this market, or None when off."""
+    def _lockout_rule(self, mi: MarketInfo) -> tuple[str, str, int | None]:
+        """(mode, where it comes from, deviation threshold 1e18 or None when off) for a market.
+
+        'on' (the default): the configured threshold (5 %). 'off': none. 'auto': the contract's own
+        switch (lockoutRatio, 0 = off) where the discovery probe found one, otherwise as 'on'."""
         mode = mi.policy.lockout or self.cfg.lockout
         if mode == "off":
-            return None
-        if mode == "auto":
-            return mi.onchain_lockout_ratio or None
+            return "off", "config", None
+        if mode == "auto" and mi.has_lockout_switch:
+            return "auto", "contract switch", mi.onchain_lockout_ratio or None
         thr = mi.policy.lockout_threshold if mi.policy.lockout_threshold is not None else self.cfg.lockout_threshold
-        return to_units(thr, 18)
+        source = "config" if mode == "on" else "config (auto: the contract has no lockout switch)"
+        return mode, source, to_units(thr, 18)
+
+    def _lockout_threshold(self, mi: MarketInfo) -> int | None:
+        """Deviation (1e18) at or above which nothing is sent in this market, or None when off."""
+        return self._lockout_rule(mi)[2]
 
     def min_profit_for(self, market: str) -> Decimal | None:
         mi = self.info.get(market)
@@ -473,9 +610,13 @@ class PerpV1Adapter(Adapter):
     @staticmethod
     def _position_fields(pos: pm.Position, mi: MarketInfo) -> dict:
         return {
-            "market": mi.label, "side": "long" if pos.size > 0 else "short", "size": pos.size, "margin": pos.margin,
-            "open_notional": pos.open_notional, "quote_symbol": mi.quote_symbol,
-        }  # fmt: skip
+            "market": mi.label,
+            "side": "long" if pos.size > 0 else "short",
+            "size": pos.size,
+            "margin": pos.margin,
+            "open_notional": pos.open_notional,
+            "quote_symbol": mi.quote_symbol,
+        }
 
     def _evaluate_one(
         self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, skip: int | None
@@ -489,19 +630,33 @@ class PerpV1Adapter(Adapter):
         if r is None:
             return None
         fields = self._position_fields(pos, mi)
-        fields.update(spot_mr=r.spot_mr, twap_mr=r.twap_mr, oracle_mr=r.oracle_mr, margin_ratio=r.contract_mr,
-                      effective_mr=r.effective_mr, over_spread=r.over_spread, deviation=pm.price_deviation(m))  # fmt: skip
+        fields.update(
+            spot_mr=r.spot_mr,
+            twap_mr=r.twap_mr,
+            oracle_mr=r.oracle_mr,
+            margin_ratio=r.contract_mr,
+            effective_mr=r.effective_mr,
+            over_spread=r.over_spread,
+            deviation=pm.price_deviation(m),
+        )
         liq = pm.liquidation(pos, m, p, r)
         if not liq.liquidatable:
             status = Status.OVER_SPREAD if r.over_spread and r.contract_mr < p.mmr else Status.HEALTHY
             return Evaluation(key, status, False, None, fields)
         reward = pm.token_floor(liq.fee_to_liquidator, mi.quote_decimals)
-        fields.update(kind="partial" if liq.partial else "full", quote=liq.quote, fee=liq.fee_to_liquidator,
-                      bad_debt=liq.bad_debt, base_closed=liq.base_closed)  # fmt: skip
+        fields.update(
+            kind="partial" if liq.partial else "full",
+            quote=liq.quote,
+            fee=liq.fee_to_liquidator,
+            bad_debt=liq.bad_debt,
+            base_closed=liq.base_closed,
+        )
         kind = Status.PARTIAL if liq.partial else Status.FULL
         threshold = self._lockout_threshold(mi)
         if threshold is not None and fields["deviation"] >= threshold:
-            return Evaluation(key, Status.LOCKOUT, False, reward, fields, reason=f"price deviation {fields['deviation']} ≥ {threshold}")
+            return Evaluation(
+                key, Status.LOCKOUT, False, reward, fields, reason=f"price deviation {fields['deviation']} ≥ {threshold}"
+            )
         if not mi.policy.enabled:
             return Evaluation(key, kind, False, reward, fields, reason="market disabled by policy")
         if liq.needs_backstop:
@@ -510,43 +665,163 @@ class PerpV1Adapter(Adapter):
 
     # ---- confirmation and plans ------------------------------------------------------------------
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        """Re-check candidates on-chain; the chain decides. Per candidate: getPosition,
+        getMarginRatio and the SPOT / ORACLE notional and PnL; per market: isOverSpreadLimit, the
+        CPF and the spot and index prices (one batch); then, for partial closes, the quote of the
+        reverse trade (a second batch). Kind and expected reward come from these reads, the policy
+        checks (lockout, backstop) too; where they differ from the local evaluation the difference
+        is logged and counted (keeper_ratio_discrepancies_total), and where they cannot be derived
+        the candidate is skipped with the reason logged."""
         if not candidates:
             return []
-        gp, gmr = CH.fn("getPosition"), CH.fn("getMarginRatio")
+        gp, gmr, gpn = CH.fn("getPosition"), CH.fn("getMarginRatio"), CH.fn("getPositionNotionalAndUnrealizedPnl")
+        cpf_fn = CH.fn("getLatestCumulativePremiumFraction")
+        markets = sorted({e.key.market for e in candidates})
         calls: list[Call] = []
+        for a in markets:
+            calls += [
+                Call(a, AMM.fn("isOverSpreadLimit").encode(), flat_decoder(AMM.fn("isOverSpreadLimit"))),
+                Call(self.ch, cpf_fn.encode(a), flat_decoder(cpf_fn)),
+                Call(a, AMM.fn("getSpotPrice").encode(), flat_decoder(AMM.fn("getSpotPrice"))),
+                Call(a, AMM.fn("getUnderlyingPrice").encode(), flat_decoder(AMM.fn("getUnderlyingPrice"))),
+            ]
         for e in candidates:
-            calls.append(Call(self.ch, gp.encode(e.key.market, e.key.account), flat_decoder(gp)))
-            calls.append(Call(self.ch, gmr.encode(e.key.market, e.key.account), flat_decoder(gmr)))
+            m, t = e.key.market, e.key.account
+            calls += [
+                Call(self.ch, gp.encode(m, t), flat_decoder(gp)),
+                Call(self.ch, gmr.encode(m, t), flat_decoder(gmr)),
+                Call(self.ch, gpn.encode(m, t, int(pm.PnlOption.SPOT)), flat_decoder(gpn)),
+                Call(self.ch, gpn.encode(m, t, int(pm.PnlOption.ORACLE)), flat_decoder(gpn)),
+            ]
         res = await self.ctx.calls.run(calls, head.number)
-        plans: list[Plan] = []
-        liq_fn = CH.fn("liquidate")
+        market_reads = {a: res[4 * i : 4 * i + 4] for i, a in enumerate(markets)}
+        off = 4 * len(markets)
+        decided: list[tuple[Evaluation, pm.ChainReads, pm.ChainDecision]] = []
         for i, e in enumerate(candidates):
-            posr, mrr = res[2 * i], res[2 * i + 1]
             k = (e.key.market, e.key.account)
-            if isinstance(posr, CallFailed) or isinstance(mrr, CallFailed):
-                reason = (posr if isinstance(posr, CallFailed) else mrr).reason
-                self.log.info("candidate_dropped", trader=e.key.account, amm=e.key.market, reason=reason)
-                if "positionSize is 0" in reason:
+            posr, mrr, spot, oracle = res[off + 4 * i : off + 4 * i + 4]
+            ovs, cpf, sp, idx = market_reads[e.key.market]
+            failed = next((r for r in (posr, mrr, spot, ovs, cpf, sp, idx) if isinstance(r, CallFailed)), None)
+            if failed is not None:
+                self._drop(e, f"on-chain reads failed: {failed.reason}")
+                if "positionSize is 0" in failed.reason:
                     self.positions.pop(k, None)
                     self.ctx.store.delete_positions(self.name, [k])
                 continue
-            size, margin, open_notional, cpf, _lhi, blk = posr
-            onchain = pm.Position(size, margin, open_notional, cpf, blk)
-            if onchain != self.positions.get(k):
+            size, margin, open_notional, last_cpf, _lhi, blk = posr
+            onchain = pm.Position(size, margin, open_notional, last_cpf, blk)
+            if onchain != self.positions.get(k):  # the index was behind: evaluate the chain's position locally
                 self.positions[k] = onchain
-                e = self._evaluate_one(e.key, onchain, self.states[e.key.market], self.info[e.key.market], None)
-                if not e.candidate:
-                    continue
-            local_mr = e.fields.get("margin_ratio")
-            if local_mr is not None and local_mr != mrr[0]:
-                self.log.warning("margin_ratio_mismatch", trader=e.key.account, amm=e.key.market, local=local_mr, onchain=mrr[0])
+                self.dirty.add(k)
+                mi = self.info.get(e.key.market)
+                state = self.states.get(e.key.market)
+                if mi is not None and state is not None:
+                    e = self._evaluate_one(e.key, onchain, state, mi, None) or e
+            reads = pm.ChainReads(
+                position=onchain,
+                margin_ratio=mrr[0],
+                spot_notional=spot[0],
+                spot_pnl=spot[1],
+                oracle_notional=None if isinstance(oracle, CallFailed) else oracle[0],
+                oracle_pnl=None if isinstance(oracle, CallFailed) else oracle[1],
+                over_spread=bool(ovs[0]),
+                cpf=cpf[0],
+                spot_price=sp[0],
+                index_price=idx[0],
+            )
+            try:
+                d = pm.chain_decision(reads, self.params)
+            except pm.AmmMathError as exc:
+                self._drop(e, f"kind and reward cannot be derived from the on-chain reads: {exc}")
+                continue
+            decided.append((e, reads, d))
+        # the quote of each partial close: Amm.getOutputPrice(close dir, |size·plr|) on the same block
+        gop = AMM.fn("getOutputPrice")
+        partial = [(e, r, d) for e, r, d in decided if d.partial]
+        quotes = await self.ctx.calls.run(
+            [
+                Call(e.key.market, gop.encode(int(r.position.close_dir), (d.base_closed,)), flat_decoder(gop))
+                for e, r, d in partial
+            ],
+            head.number,
+        )
+        quote_of = {e.key: q for (e, _r, _d), q in zip(partial, quotes, strict=True)}
+        plans: list[Plan] = []
+        for e, reads, d in decided:
+            q = quote_of.get(e.key)
+            if isinstance(q, CallFailed):
+                self._drop(e, f"kind and reward cannot be derived: getOutputPrice failed: {q.reason}")
+                continue
+            liq = pm.chain_liquidation(reads, self.params, d, q[0] if q is not None else None)
+            mi = self.info[e.key.market]
+            reward = pm.token_floor(liq.fee_to_liquidator, mi.quote_decimals) if liq.liquidatable else 0
+            kind = ("partial" if liq.partial else "full") if liq.liquidatable else "none"
+            self._compare(e, reads, d, kind, reward)
+            if not liq.liquidatable:
+                self._drop(e, f"not liquidatable on-chain: margin ratio {d.effective_mr} ≥ maintenance {self.params.mmr}")
+                continue
+            threshold = self._lockout_threshold(mi)
+            if threshold is not None and d.deviation >= threshold:
+                self._drop(e, f"lockout on-chain: price deviation {d.deviation} ≥ {threshold}")
+                continue
+            if liq.needs_backstop:
+                self._drop(e, "bad debt on-chain: only a backstop LP may liquidate")
+                continue
+            fields = {
+                **e.fields,
+                "margin_ratio": reads.margin_ratio,
+                "spot_mr": d.spot_mr,
+                "oracle_mr": d.oracle_mr,
+                "effective_mr": d.effective_mr,
+                "over_spread": reads.over_spread,
+                "deviation": d.deviation,
+                "kind": kind,
+                "quote": liq.quote,
+                "fee": liq.fee_to_liquidator,
+                "bad_debt": liq.bad_debt,
+                "base_closed": liq.base_closed,
+            }
             plans.append(
                 Plan(
-                    key=e.key, to=self.ch, data=liq_fn.encode(e.key.market, e.key.account), kind=e.fields["kind"],
-                    expected_reward=e.est_reward or 0, fields=e.fields, typical_gas=self.typical_gas,
-                )  # fmt: skip
+                    key=e.key,
+                    to=self.ch,
+                    data=CH.fn("liquidate").encode(e.key.market, e.key.account),
+                    kind=kind,
+                    expected_reward=reward,
+                    fields=fields,
+                    typical_gas=self.typical_gas,
+                )
             )
         return plans
+
+    def _drop(self, e: Evaluation, reason: str) -> None:
+        self.log.info("candidate_dropped", account=e.key.account, market=e.key.market, reason=reason)
+
+    def _compare(self, e: Evaluation, reads: pm.ChainReads, d: pm.ChainDecision, kind: str, reward: int) -> None:
+        """Log and count where the local evaluation disagrees with the chain (the chain wins)."""
+        f = e.fields
+        local = {
+            "margin_ratio": f.get("margin_ratio"),
+            "kind": f.get("kind", "none"),
+            "reward": e.est_reward or 0,
+        }
+        chain: dict[str, object] = {"margin_ratio": reads.margin_ratio, "kind": kind, "reward": reward}
+        if reads.over_spread:
+            local["oracle_mr"], chain["oracle_mr"] = f.get("oracle_mr"), d.oracle_mr
+        differs = sorted(n for n in chain if local[n] != chain[n])
+        if not differs:
+            return
+        self.log.warning(
+            "onchain_local_mismatch",
+            account=e.key.account,
+            market=e.key.market,
+            differs=differs,
+            **{f"local_{n}": local[n] for n in chain},
+            **{f"onchain_{n}": chain[n] for n in chain},
+            note="the on-chain values decide",
+        )
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.ratio_discrepancies.labels(self.name).inc()
 
     def outcome(self, plan: Plan, receipt: dict) -> Outcome:
         tx_hash = receipt["transactionHash"]
@@ -556,7 +831,7 @@ class PerpV1Adapter(Adapter):
             return Outcome(plan.key, tx_hash, "reverted", plan.kind, 0, gas_used, cost)
         mi = self.info.get(plan.key.market)
         decimals = mi.quote_decimals if mi else 18
-        fee, kind, fields = 0, plan.kind, {}
+        fee, kind, fields = 0, plan.kind, dict[str, int]()
         for lg in receipt.get("logs", []):
             if lg["address"].lower() != self.ch.lower() or not lg["topics"]:
                 continue
@@ -579,7 +854,11 @@ class PerpV1Adapter(Adapter):
         to_block = int(receipt["blockNumber"], 16) if receipt else None
         if to_block is None:
             to_block = await self.ctx.rpc.block_number()
-        topics = [POSITION_LIQUIDATED.topic0, "0x" + "0" * 24 + plan.key.account[2:].lower(), "0x" + "0" * 24 + plan.key.market[2:].lower()]
+        topics = [
+            POSITION_LIQUIDATED.topic0,
+            "0x" + "0" * 24 + plan.key.account[2:].lower(),
+            "0x" + "0" * 24 + plan.key.market[2:].lower(),
+        ]
         logs = await self.ctx.rpc.get_logs(self.ch, topics, since_block, to_block)
         others = [POSITION_LIQUIDATED.decode(lg)["liquidator"] for lg in logs]
         others = [o for o in others if o != self.ctx.keeper]

@@ -60,7 +60,7 @@ def rpc(url: str, method: str, params: list | None = None, timeout: float = 10.0
 class AnvilProcess:
     """One anvil node. Use as a context manager or call start()/stop().
 
-    timestamp: genesis timestamp; keep scenario chains behind wall clock (see ANVIL.md).
+    timestamp: genesis timestamp; keep scenario chains behind wall clock (docs/PROTOCOLS.md §L).
     """
 
     port: int | None = None
@@ -142,9 +142,12 @@ class AnvilProcess:
         raise AnvilError("could not start anvil on a free port")
 
     def _wait_ready(self, timeout: float) -> bool:
+        proc = self.proc
+        if proc is None:
+            return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
+            if proc.poll() is not None:
                 return False
             try:
                 rpc(self.url, "eth_chainId", timeout=1.0)

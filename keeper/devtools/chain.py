@@ -13,6 +13,7 @@ from typing import Any
 from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
+from web3.types import RPCEndpoint
 
 from keeper.devtools.accounts import ANVIL_ADDRESSES
 from keeper.devtools.compile import compile_contract
@@ -48,9 +49,10 @@ class DevChain:
         factory = self.w3.eth.contract(abi=c.abi, bytecode=c.bytecode)
         tx_hash = factory.constructor(*args).transact({"from": sender or self.admin})
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        if receipt.status != 1:
+        address = receipt["contractAddress"]
+        if receipt["status"] != 1 or address is None:
             raise TxFailed(f"deploy of {name} reverted", receipt)
-        return self.w3.eth.contract(address=receipt.contractAddress, abi=c.abi)
+        return self.w3.eth.contract(address=address, abi=c.abi)
 
     def at(self, name: str, address: str) -> Contract:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=compile_contract(name).abi)
@@ -65,7 +67,7 @@ class DevChain:
         except ContractLogicError as exc:
             raise TxFailed(revert_reason(exc)) from exc
         receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
-        if receipt.status != 1:
+        if receipt["status"] != 1:
             raise TxFailed("reverted", receipt)
         return receipt
 
@@ -82,7 +84,7 @@ class DevChain:
 
     # ---- chain control ---------------------------------------------------------------------
     def rpc(self, method: str, params: list | None = None) -> Any:
-        resp = self.w3.provider.make_request(method, params or [])
+        resp = self.w3.provider.make_request(RPCEndpoint(method), params or [])
         if "error" in resp:
             raise RuntimeError(f"{method}: {resp['error']}")
         return resp.get("result")
@@ -102,7 +104,7 @@ class DevChain:
         self.mine(blocks)
 
     def now(self) -> int:
-        return self.w3.eth.get_block("latest").timestamp
+        return self.w3.eth.get_block("latest")["timestamp"]
 
     def block_number(self) -> int:
         return self.w3.eth.block_number

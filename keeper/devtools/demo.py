@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
+from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from keeper.devtools.chain import DevChain
 from keeper.devtools.configfile import write_config
 from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
 from keeper.devtools.logs import read_events
+from keeper.devtools.paths import demo_requirements_line
 from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, PerpDeployment, deploy_perp
 
 E = 10**18
@@ -43,15 +43,37 @@ NATIVE_PRICE = "3000"  # USDC per ETH, to cost gas in the summary and in the kee
 
 # (market, side, margin USDC, leverage): longs and shorts of every leverage in two markets.
 BOOK = [
-    ("ETH", BUY, 300, 10), ("ETH", BUY, 450, 9), ("ETH", BUY, 700, 8), ("ETH", BUY, 900, 7), ("ETH", BUY, 1200, 6),
-    ("ETH", BUY, 1500, 5), ("ETH", BUY, 2000, 3), ("ETH", BUY, 3000, 2), ("ETH", BUY, 250, 10), ("ETH", BUY, 600, 9),
-    ("ETH", SELL, 400, 10), ("ETH", SELL, 800, 6), ("ETH", SELL, 1500, 4), ("ETH", SELL, 2500, 2),
-    ("ETH", BUY, 1000, 10), ("ETH", BUY, 800, 10),
-    ("BTC", BUY, 500, 10), ("BTC", BUY, 900, 9), ("BTC", BUY, 1300, 8), ("BTC", BUY, 2000, 6), ("BTC", BUY, 3000, 4),
-    ("BTC", BUY, 4000, 2), ("BTC", BUY, 700, 10), ("BTC", BUY, 1100, 9),
-    ("BTC", SELL, 600, 10), ("BTC", SELL, 1200, 7), ("BTC", SELL, 2000, 5), ("BTC", SELL, 3500, 2),
-    ("BTC", BUY, 1500, 10), ("BTC", SELL, 900, 3),
-]  # fmt: skip
+    ("ETH", BUY, 300, 10),
+    ("ETH", BUY, 450, 9),
+    ("ETH", BUY, 700, 8),
+    ("ETH", BUY, 900, 7),
+    ("ETH", BUY, 1200, 6),
+    ("ETH", BUY, 1500, 5),
+    ("ETH", BUY, 2000, 3),
+    ("ETH", BUY, 3000, 2),
+    ("ETH", BUY, 250, 10),
+    ("ETH", BUY, 600, 9),
+    ("ETH", SELL, 400, 10),
+    ("ETH", SELL, 800, 6),
+    ("ETH", SELL, 1500, 4),
+    ("ETH", SELL, 2500, 2),
+    ("ETH", BUY, 1000, 10),
+    ("ETH", BUY, 800, 10),
+    ("BTC", BUY, 500, 10),
+    ("BTC", BUY, 900, 9),
+    ("BTC", BUY, 1300, 8),
+    ("BTC", BUY, 2000, 6),
+    ("BTC", BUY, 3000, 4),
+    ("BTC", BUY, 4000, 2),
+    ("BTC", BUY, 700, 10),
+    ("BTC", BUY, 1100, 9),
+    ("BTC", SELL, 600, 10),
+    ("BTC", SELL, 1200, 7),
+    ("BTC", SELL, 2000, 5),
+    ("BTC", SELL, 3500, 2),
+    ("BTC", BUY, 1500, 10),
+    ("BTC", SELL, 900, 3),
+]
 
 
 def say(msg: str = "") -> None:
@@ -64,8 +86,9 @@ class DemoDaemon:
         self.log_path = workdir / "keeper.log"
         env = {**os.environ, "KEEPER_PRIVATE_KEY": KEEPER_KEY}
         self._fh = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", "keeper", "-c", str(config), "run"], stdout=self._fh,
-                                     stderr=subprocess.STDOUT, env=env)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "keeper", "-c", str(config), "run"], stdout=self._fh, stderr=subprocess.STDOUT, env=env
+        )
 
     def events(self, name: str | None = None) -> list[dict]:
         return read_events(self.log_path, name)
@@ -83,7 +106,6 @@ class DemoDaemon:
                 self.proc.wait()
         self._fh.close()
         return self.proc.returncode
-
 
     def health(self) -> dict:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=5) as resp:  # noqa: S310 - loopback
@@ -137,16 +159,63 @@ def statuses(daemon: DemoDaemon, book: list[tuple[str, str]]) -> dict[str, str]:
     return {t: last.get(t, "healthy") for _, t in book}
 
 
+class DemoError(Exception):
+    """The demo cannot run here; the message (one line) says why and what to do."""
+
+
+MARKER = ".keeper-demo"  # written into every folder the demo creates: only those it reuses
+# what one demo run writes into its folder (a reused folder loses these and nothing else)
+DEMO_FILES = (
+    "keeper.toml",
+    "keeper.log",
+    "anvil.log",
+    "state.sqlite",
+    "state.sqlite-wal",
+    "state.sqlite-shm",
+    "state.sqlite-journal",
+    "state.sqlite.lock",
+)
+
+
+def prepare_workdir(workdir: str | Path) -> Path:
+    """The demo's folder: created (with a marker file) when missing; an empty folder is taken; a
+    folder the demo made before is reused (only its own files are replaced); any other non-empty
+    folder is refused. Never deletes a file the demo did not write."""
+    wd = Path(workdir).expanduser().absolute()
+    if wd.exists() and not wd.is_dir():
+        raise DemoError(f"--workdir {wd} exists and is not a folder; choose a new or empty folder")
+    if wd.is_dir():
+        if any(wd.iterdir()) and not (wd / MARKER).is_file():
+            raise DemoError(
+                f"--workdir {wd} is not empty and was not created by `keeper demo`; "
+                "choose a new or empty folder (nothing was changed)"
+            )
+        for name in DEMO_FILES:
+            f = wd / name
+            if f.is_file() or f.is_symlink():
+                f.unlink()
+    else:
+        wd.mkdir(parents=True)
+    (wd / MARKER).write_text("Created by `keeper demo`, which may reuse this folder and replace its own files in it.\n")
+    return wd
+
+
 def run_demo(workdir: str = "demo-run") -> int:
-    wd = Path(workdir).resolve()
-    shutil.rmtree(wd, ignore_errors=True)
-    wd.mkdir(parents=True)
+    needs = demo_requirements_line()
+    if needs is not None:
+        print(f"keeper: {needs}", file=sys.stderr)
+        return 2
+    try:
+        wd = prepare_workdir(workdir)
+    except DemoError as exc:
+        print(f"keeper demo: {exc}", file=sys.stderr)
+        return 2
     say("keeper demo — local anvil chain, reference Perp v1 (Palmswap parameters), the real keeper daemon\n")
     node = AnvilProcess(timestamp=int(time.time()) - 30 * 86400, accounts=60, log_path=str(wd / "anvil.log")).start()
     daemon = None
     try:
         chain = DevChain(node.url)
-        accounts = chain.w3.eth.accounts
+        accounts: list[str] = list(chain.w3.eth.accounts)
         traders, whale = accounts[10:40], accounts[40]
         t0 = time.monotonic()
         perp = deploy_perp(chain)
@@ -163,8 +232,10 @@ def run_demo(workdir: str = "demo-run") -> int:
             n, col = 4 + i % 8, crv.units(5 + i)
             crv.create_loan(u, col, crv.max_borrowable(col, n) * (80 + i) // 100, n)
         crv.fund_stablecoin(KEEPER, crv.usd(500_000))  # the keeper's crvUSD inventory for hard liquidations
-        say(f"[2/6] opened {len(book)} perp positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC, "
-            f"and {len(borrowers)} crvUSD loans (4–11 bands) on a LLAMMA ETH market")
+        say(
+            f"[2/6] opened {len(book)} perp positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC, "
+            f"and {len(borrowers)} crvUSD loans (4–11 bands) on a LLAMMA ETH market"
+        )
 
         port = free_port()
         cfg = {
@@ -176,11 +247,15 @@ def run_demo(workdir: str = "demo-run") -> int:
             "http": {"listen": f"127.0.0.1:{port}"},
             "log": {"format": "json"},
             "protocols": [
-                {"kind": "perp_v1", "name": "palmswap", "clearing_house": perp.clearing_house.address,
-                 "start_block": perp.start_block},
+                {
+                    "kind": "perp_v1",
+                    "name": "palmswap",
+                    "clearing_house": perp.clearing_house.address,
+                    "start_block": perp.start_block,
+                },
                 {"kind": "llamma", "name": "crvusd", "factory": crv.factory.address, "start_block": perp.start_block},
             ],
-        }  # fmt: skip
+        }
         config = write_config(wd / "keeper.toml", cfg)
         daemon = DemoDaemon(wd, config, port)
         next_block(chain, daemon, timeout=60)
@@ -201,8 +276,10 @@ def run_demo(workdir: str = "demo-run") -> int:
         perp.advance_twap(900)
         settle(chain, daemon)
         over = [t for t, s in statuses(daemon, book).items() if s == "over-spread"]
-        say(f"      ETH vAMM flash crash −13 % vs index: {len(over)} positions under water on market prices only "
-            f"(over-spread): {len(daemon.events('liquidation_sent')) - sent_before} transactions sent")
+        say(
+            f"      ETH vAMM flash crash −13 % vs index: {len(over)} positions under water on market prices only "
+            f"(over-spread): {len(daemon.events('liquidation_sent')) - sent_before} transactions sent"
+        )
         perp.move_spot_price("ETH", 2760 * E, whale)  # arbitrage brings the vAMM back to the index
         perp.advance_twap(900)
         settle(chain, daemon)
@@ -214,12 +291,16 @@ def run_demo(workdir: str = "demo-run") -> int:
         sent_before = len(daemon.events("liquidation_sent"))
         settle(chain, daemon, quiet_blocks=3)
         locked = [t for t, s in statuses(daemon, book).items() if s == "lockout"]
-        say(f"[5/6] BTC −7 % vs index with the 5 % lockout on: {len(locked)} liquidatable positions held back, "
-            f"{len(daemon.events('liquidation_sent')) - sent_before} transactions sent")
+        say(
+            f"[5/6] BTC −7 % vs index with the 5 % lockout on: {len(locked)} liquidatable positions held back, "
+            f"{len(daemon.events('liquidation_sent')) - sent_before} transactions sent"
+        )
         perp.set_oracle_price("BTC", 56_400 * E)  # the index follows: deviation 1 %
         settle(chain, daemon)
-        say(f"      BTC index follows (deviation 1 %): lockout over, {len(daemon.events('liquidation_landed'))} "
-            "liquidations landed so far")
+        say(
+            f"      BTC index follows (deviation 1 %): lockout over, {len(daemon.events('liquidation_landed'))} "
+            "liquidations landed so far"
+        )
 
         # Phase D: ETH falls to 2,550 (−15 %): full liquidations; the thinnest positions are bankrupt.
         perp.set_oracle_price("ETH", 2550 * E)
@@ -234,17 +315,21 @@ def run_demo(workdir: str = "demo-run") -> int:
         arb = accounts[57]
         crv.lower_price_in_steps(crv.oracle_price() * 88 // 100, 6, arb)
         settle(chain, daemon)
-        soft = {r["user"] for r in daemon.events("loan_soft_liquidation_entered")}
+        soft = {r.get("account", r.get("user")) for r in daemon.events("loan_soft_liquidation_entered")}
         sent_llamma = [r for r in daemon.events("liquidation_sent") if r["protocol"] == "crvusd"]
-        say(f"      crvUSD market −12 % in 6 steps with arbitrage: {len(soft)} loans in soft liquidation, "
-            f"{len(sent_llamma)} hard liquidations (health ≥ 0)")
+        say(
+            f"      crvUSD market −12 % in 6 steps with arbitrage: {len(soft)} loans in soft liquidation, "
+            f"{len(sent_llamma)} hard liquidations (health ≥ 0)"
+        )
         crv.set_oracle_price(crv.oracle_price() * 95 // 100)
         under = len(crv.controller.functions.users_to_liquidate().call())
         settle(chain, daemon)
         left = len(crv.controller.functions.users_to_liquidate().call())
         landed_llamma = [r for r in daemon.events("liquidation_landed") if r["protocol"] == "crvusd"]
-        say(f"      then a 5 % gap: {under} loans with health < 0 → {len(landed_llamma)} hard liquidations, "
-            f"{left} left in users_to_liquidate()")
+        say(
+            f"      then a 5 % gap: {under} loans with health < 0 → {len(landed_llamma)} hard liquidations, "
+            f"{left} left in users_to_liquidate()"
+        )
         code = daemon.stop()
         say(f"      keeper stopped with SIGTERM (exit code {code})\n")
         return summary(wd, perp, crv, daemon, code, time.monotonic() - t0)
@@ -262,9 +347,9 @@ def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoD
     ).fetchall()
     price = Decimal(NATIVE_PRICE)
     say(f"{'block':>6}  {'protocol':9} {'market':6} {'account':12} {'kind':7} {'reward':>12} {'gas cost':>10} {'profit':>12}")
-    kinds: Counter = Counter()
-    reward_by: Counter = Counter()
-    cost_by: Counter = Counter()
+    kinds: Counter[str] = Counter()
+    reward_by: defaultdict[str, Decimal] = defaultdict(Decimal)
+    cost_by: defaultdict[str, Decimal] = defaultdict(Decimal)
     labels = {c.address: n for n, c in perp.amms.items()} | {crv.controller.address: "ETH"}
     for r in rows:
         reward = Decimal(int(r["reward"] or 0)) / E
@@ -272,28 +357,40 @@ def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoD
         kinds["partial" if r["kind"] in ("partial", "frac") else "full"] += 1
         reward_by[r["protocol"]] += reward
         cost_by[r["protocol"]] += cost
-        say(f"{r['mined_block']:>6}  {r['protocol']:9} {labels.get(r['market'], r['market'][:6]):6} {r['account'][:10]}… "
-            f"{r['kind']:7} {reward:>12.4f} {cost:>10.4f} {reward - cost:>12.4f}")  # fmt: skip
-    other = dict(db.execute("SELECT kind || ':' || status, COUNT(*) FROM txs WHERE NOT (status='mined' AND kind IN "
-                            "('partial','full','frac')) GROUP BY kind, status").fetchall())  # fmt: skip
+        say(
+            f"{r['mined_block']:>6}  {r['protocol']:9} {labels.get(r['market'], r['market'][:6]):6} {r['account'][:10]}… "
+            f"{r['kind']:7} {reward:>12.4f} {cost:>10.4f} {reward - cost:>12.4f}"
+        )
+    other = dict(
+        db.execute(
+            "SELECT kind || ':' || status, COUNT(*) FROM txs WHERE NOT (status='mined' AND kind IN "
+            "('partial','full','frac')) GROUP BY kind, status"
+        ).fetchall()
+    )
     usdc = Decimal(perp.usdc_balance(KEEPER) * USDC_UNIT) / E
     skipped = Counter(r["reason"] for r in daemon.events("liquidation_skipped"))
     say("")
     for proto, unit in (("palmswap", "USDC"), ("crvusd", "crvUSD")):
-        say(f"{proto:9}: reward {reward_by[proto]:.6f} {unit}, gas {cost_by[proto]:.6f} {unit}, "
-            f"profit {reward_by[proto] - cost_by[proto]:.6f} {unit}")
+        say(
+            f"{proto:9}: reward {reward_by[proto]:.6f} {unit}, gas {cost_by[proto]:.6f} {unit}, "
+            f"profit {reward_by[proto] - cost_by[proto]:.6f} {unit}"
+        )
     say(f"keeper USDC balance {usdc:.6f} = realised perp rewards {reward_by['palmswap']:.6f}")
     stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call() - crv.usd(500_000)) / E
     weth = Decimal(crv.collateral.functions.balanceOf(KEEPER).call()) / E
-    say(f"keeper crvUSD {stable:+.6f}, ETH collateral received {weth:.6f} "
-        f"(LLAMMA reward values collateral at the oracle less a 1 % sale haircut)")
+    say(
+        f"keeper crvUSD {stable:+.6f}, ETH collateral received {weth:.6f} "
+        f"(LLAMMA reward values collateral at the oracle less a 1 % sale haircut)"
+    )
     say(f"gas priced at {NATIVE_PRICE} per ETH; other keeper transactions: {other or 'none'}")
     if skipped:
         say(f"skips by reason: {dict(skipped)}")
     say(f"elapsed: {seconds:.1f} s; logs: {daemon.log_path}; journal: {wd / 'state.sqlite'}\n")
     n = sum(kinds.values())
     total_reward, total_cost = sum(reward_by.values()), sum(cost_by.values())
-    say(f"demo: liquidations={n} partial={kinds['partial']} full={kinds['full']} "
-        f"reward={total_reward:.6f} cost={total_cost:.6f} profit={total_reward - total_cost:.6f}")
+    say(
+        f"demo: liquidations={n} partial={kinds['partial']} full={kinds['full']} "
+        f"reward={total_reward:.6f} cost={total_cost:.6f} profit={total_reward - total_cost:.6f}"
+    )
     ok = n > 0 and exit_code == 0 and abs(usdc - reward_by["palmswap"]) < Decimal("0.000001") and reward_by["crvusd"] > 0
     return 0 if ok else 1

@@ -41,6 +41,8 @@ class FaultProxy:
         return f"http://127.0.0.1:{self.port}"
 
     async def _forward(self, payload: Any) -> Any:
+        if self._session is None:
+            raise RuntimeError("FaultProxy.start() has not been called")
         async with self._session.post(self.upstream, json=payload) as resp:
             return await resp.json(content_type=None)
 
@@ -101,7 +103,7 @@ class FaultProxy:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 - the bound ephemeral port
+        self.port = int(self._runner.addresses[0][1])  # the bound ephemeral port
         return self
 
     async def stop(self) -> None:

@@ -32,8 +32,24 @@ from keeper.devtools.chain import DevChain, install_multicall3
 WAD = 10**18
 MAX_UINT256 = 2**256 - 1
 
-Variant = Literal["m2", "v3"]
-CONTROLLER_CONTRACT = {"m2": "llamma/ControllerM2", "v3": "llamma/ControllerV3"}
+Variant = Literal["m2", "l0-7", "l8", "l9-10", "v3"]
+Compiler = Literal["0.4", "0.3.10"]
+# ABI variant → reference controller (Vyper 0.4.x). See contracts/llamma/Controller*.vy and
+# docs/PROTOCOLS.md §B.0 and §V: M1/M2 (0.3.7), LlamaLend markets 0-7 / 8 / 9-10, V3.
+CONTROLLER_CONTRACT = {
+    "m2": "llamma/ControllerM2",
+    "l0-7": "llamma/ControllerL0",
+    "l8": "llamma/ControllerL8",
+    "l9-10": "llamma/ControllerL9",
+    "v3": "llamma/ControllerV3",
+}
+VARIANTS: tuple[Variant, ...] = ("m2", "l0-7", "l8", "l9-10", "v3")
+COMPILERS: tuple[Compiler, ...] = ("0.4", "0.3.10")
+
+
+def shell_contract(variant: Variant) -> str:
+    """The Vyper 0.3.10 dispatcher shell of a variant (same ABI; DELEGATECALLs the 0.4.x controller)."""
+    return CONTROLLER_CONTRACT[variant].replace("llamma/", "llamma/v0_3_10/")
 
 
 def to_units(amount: str | int | Decimal, decimals: int) -> int:
@@ -72,6 +88,8 @@ class LlammaDeployment:
     weth: Contract | None  # the factory's / market's WETH9 (None for lending markets)
     collateral_decimals: int
     borrowed_decimals: int
+    compiler: Compiler = "0.4"
+    logic: Contract | None = None  # with compiler "0.3.10": the 0.4.x controller the shell delegates to
 
     # ---- units ---------------------------------------------------------------------------
     @property
@@ -225,19 +243,27 @@ def deploy_llamma(
     borrowed_decimals: int = 18,
     liquidity: int | None = None,
     multicall: bool = True,
+    compiler: Compiler = "0.4",
 ) -> LlammaDeployment:
     """Deploy one market: tokens, settable oracle, AMM, Controller (ABI `variant`), registered in a
     factory, with `liquidity` borrowed tokens (default 10 million) minted to the Controller.
 
-    variant: "m2" (use_eth overloads, no borrowed_token) or "v3" (bytes callback, approvals).
+    variant: "m2" (use_eth overloads, no borrowed_token), "l0-7" (M2 ABI + borrowed_token, 0.3.10
+    debt rounding), "l8" (5-argument liquidate_extended, no use_eth), "l9-10" (adds the bytes
+    overloads) or "v3" (bytes callback, approvals, d rounded up).
+    compiler: "0.4" deploys the reference controller itself; "0.3.10" deploys it as the logic and
+    puts a Vyper 0.3.10 dispatcher shell with the same ABI in front of it (`controller` is the
+    shell, with the controller's ABI; `logic` the 0.4 contract).
     weth_collateral: the collateral is the factory's WETH9, so M2 pays liquidators native ETH.
     factory_kind: "mint" (ControllerFactory, crvUSD-style; default for m2) or "lending"
-    (LendingFactory; default for v3). Pass `factory` (and `stablecoin`) to add a market to an
+    (LendingFactory; default for the others). Pass `factory` (and `stablecoin`) to add a market to an
     existing deployment. `base_price` (default: `price`) is p_oracle_up(0).
     The admin of everything is chain.admin, which is also the minter of the test tokens.
     """
     if variant not in CONTROLLER_CONTRACT:
         raise ValueError(f"unknown variant {variant!r}")
+    if compiler not in COMPILERS:
+        raise ValueError(f"unknown compiler {compiler!r}")
     price = _as_int(price)
     kind = factory_kind or ("mint" if variant == "m2" else "lending")
     if weth_collateral:
@@ -293,11 +319,18 @@ def deploy_llamma(
         _as_int(loan_discount),
         _as_int(liquidation_discount),
     )
+    logic: Contract | None = None
+    if compiler == "0.3.10":
+        logic = controller
+        shell = chain.deploy(shell_contract(variant), logic.address, _as_int(loan_discount), _as_int(liquidation_discount))
+        controller = chain.at(CONTROLLER_CONTRACT[variant], shell.address)
     chain.tx(amm.functions.set_admin(controller.address))
     if kind == "mint":
         chain.tx(factory.functions.add_market(collateral.address, controller.address, amm.address))
     else:
-        chain.tx(factory.functions.add_market(stablecoin.address, collateral.address, controller.address, amm.address, oracle.address))
+        chain.tx(
+            factory.functions.add_market(stablecoin.address, collateral.address, controller.address, amm.address, oracle.address)
+        )
     if liquidity is None:
         liquidity = 10**7 * 10**borrowed_decimals
     if liquidity:
@@ -316,4 +349,6 @@ def deploy_llamma(
         weth=weth,
         collateral_decimals=collateral_decimals,
         borrowed_decimals=borrowed_decimals,
+        compiler=compiler,
+        logic=logic,
     )

@@ -144,17 +144,19 @@ class PerpDeployment:
             self.amm(market).address, trader
         ).call()
         return {
-            "size": size[0], "margin": margin[0], "open_notional": open_notional[0],
-            "last_cpf": cpf[0], "liquidity_history_index": lhi, "block_number": block,
-        }  # fmt: skip
+            "size": size[0],
+            "margin": margin[0],
+            "open_notional": open_notional[0],
+            "last_cpf": cpf[0],
+            "liquidity_history_index": lhi,
+            "block_number": block,
+        }
 
     def margin_ratio(self, market: str, trader: str) -> int:
         return self.clearing_house.functions.getMarginRatio(self.amm(market).address, trader).call()[0]
 
     def notional_and_pnl(self, market: str, trader: str, option: int = SPOT_PRICE) -> tuple[int, int]:
-        n, p = self.clearing_house.functions.getPositionNotionalAndUnrealizedPnl(
-            self.amm(market).address, trader, option
-        ).call()
+        n, p = self.clearing_house.functions.getPositionNotionalAndUnrealizedPnl(self.amm(market).address, trader, option).call()
         return n[0], p[0]
 
     def spot_price(self, market: str) -> int:
@@ -205,27 +207,19 @@ class PerpDeployment:
         if self.usdc.functions.allowance(trader, self.clearing_house.address).call() != MAX_UINT256:
             self.chain.tx(self.usdc.functions.approve(self.clearing_house.address, MAX_UINT256), sender=trader)
 
-    def open_position(
-        self, trader: str, market: str, side: int, margin: int, leverage: int, base_limit: int = 0
-    ) -> Any:
+    def open_position(self, trader: str, market: str, side: int, margin: int, leverage: int, base_limit: int = 0) -> Any:
         """openPosition(amm, side, margin, leverage, base_limit); margin in quote, leverage 1e18 = 1x."""
-        fn = self.clearing_house.functions.openPosition(
-            self.amm(market).address, side, (margin,), (leverage,), (base_limit,)
-        )
+        fn = self.clearing_house.functions.openPosition(self.amm(market).address, side, (margin,), (leverage,), (base_limit,))
         return self.chain.tx(fn, sender=trader)
 
     def close_position(self, trader: str, market: str, quote_limit: int = 0) -> Any:
-        return self.chain.tx(
-            self.clearing_house.functions.closePosition(self.amm(market).address, (quote_limit,)), sender=trader
-        )
+        return self.chain.tx(self.clearing_house.functions.closePosition(self.amm(market).address, (quote_limit,)), sender=trader)
 
     def add_margin(self, trader: str, market: str, amount: int) -> Any:
         return self.chain.tx(self.clearing_house.functions.addMargin(self.amm(market).address, (amount,)), sender=trader)
 
     def remove_margin(self, trader: str, market: str, amount: int) -> Any:
-        return self.chain.tx(
-            self.clearing_house.functions.removeMargin(self.amm(market).address, (amount,)), sender=trader
-        )
+        return self.chain.tx(self.clearing_house.functions.removeMargin(self.amm(market).address, (amount,)), sender=trader)
 
     def liquidate(self, liquidator: str, market: str, trader: str, gas: int | None = None) -> Any:
         return self.chain.tx(

@@ -1,4 +1,4 @@
-"""Curve crvUSD / LlamaLend (LLAMMA) liquidation maths — pure, integers (shared/spec/PROTOCOLS.md §B).
+"""Curve crvUSD / LlamaLend (LLAMMA) liquidation maths — pure, integers (docs/PROTOCOLS.md §B).
 
 Units: stablecoin (borrowed token) amounts are 1e18 (crvUSD has 18 decimals); collateral amounts
 are in the collateral's native units unless a name says `_18`; prices are stablecoin per collateral,
@@ -17,10 +17,20 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def health(
-    x_down: int, debt: int, liquidation_discount: int, *, full: bool = False, n1: int = 0, active_band: int = 0,
-    price_oracle: int = 0, p_up_n1: int = 0, y: int = 0, collateral_precision: int = 1, borrowed_precision: int = 1,
+    x_down: int,
+    debt: int,
+    liquidation_discount: int,
+    *,
+    full: bool = False,
+    n1: int = 0,
+    active_band: int = 0,
+    price_oracle: int = 0,
+    p_up_n1: int = 0,
+    y: int = 0,
+    collateral_precision: int = 1,
+    borrowed_precision: int = 1,
     divisor_has_borrowed_precision: bool = False,
-) -> int:  # fmt: skip
+) -> int:
     """Controller.health(user, full): ⌊x_down·(1 − ld)/debt⌋ − 1 (1e18), plus, when `full` and the
     loan is not in soft liquidation (n1 > active band) and the oracle is above its top band,
     the value of its collateral above that band: (p_o − p_up(n1))·y·COLLATERAL_PRECISION/debt
@@ -82,9 +92,17 @@ class Payout:
 
 
 def payout(
-    *, debt: int, x: int, y: int, frac: int, health_limit: int, price_oracle: int, haircut: int,
-    collateral_precision: int = 1, ceil: bool = False,
-) -> Payout:  # fmt: skip
+    *,
+    debt: int,
+    x: int,
+    y: int,
+    frac: int,
+    health_limit: int,
+    price_oracle: int,
+    haircut: int,
+    collateral_precision: int = 1,
+    ceil: bool = False,
+) -> Payout:
     """What liquidating `frac` of a loan moves (exact for frac = 1, band-rounding approximate otherwise)."""
     d = debt_repaid(debt, frac, ceil=ceil)
     fr = f_remove(frac, health_limit)

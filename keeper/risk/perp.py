@@ -2,7 +2,7 @@
 
 Units: every amount and ratio is 18-decimal fixed point (1e18 = 1.0 = one quote token / one base
 token). Signed fixed-point operations truncate toward zero (SignedSafeMath); unsigned ones floor.
-References are to shared/spec/PROTOCOLS.md §A.
+References are to docs/PROTOCOLS.md §A.
 """
 
 from __future__ import annotations
@@ -482,5 +482,84 @@ def token_floor(amount_1e18: int, decimals: int) -> int:
     """What a DecimalERC20 transfer of an 18-decimal amount actually moves, back in 1e18 units."""
     if decimals >= 18:
         return amount_1e18
-    unit = 10 ** (18 - decimals)
+    unit = int(10 ** (18 - decimals))
     return amount_1e18 // unit * unit
+
+
+# ---- the on-chain decision (confirmation) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReads:
+    """What the ClearingHouse and the Amm answer for one position in the confirmation block."""
+
+    position: Position  # getPosition
+    margin_ratio: int  # getMarginRatio (MAX_PNL of spot and TWAP)
+    spot_notional: int  # getPositionNotionalAndUnrealizedPnl(…, SPOT_PRICE)
+    spot_pnl: int
+    oracle_notional: int | None  # (…, ORACLE); None when the read failed
+    oracle_pnl: int | None
+    over_spread: bool  # Amm.isOverSpreadLimit
+    cpf: int  # getLatestCumulativePremiumFraction
+    spot_price: int  # Amm.getSpotPrice
+    index_price: int  # Amm.getUnderlyingPrice
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDecision:
+    spot_mr: int  # the SPOT-only ratio (v2.3's partial gate)
+    oracle_mr: int | None  # only when over the spread limit
+    effective_mr: int  # what internalLiquidate compares with the MMR
+    liquidatable: bool
+    partial: bool
+    base_closed: int  # |mulD(size, plr)| for a partial close, |size| for a full one
+    deviation: int  # |spot − index|/index, 1e18
+
+
+def ratio_from_pnl(pos: Position, position_notional: int, pnl: int, cpf: int) -> int:
+    """ClearingHouse._getMarginRatio from a notional/PnL pair the contract returned."""
+    return sdiv_d(pos.margin + pnl - funding_payment(pos, cpf), position_notional)
+
+
+def deviation_ratio(spot: int, index: int) -> int:
+    """|spot − index|/index, 1e18 (signed divD truncation, then abs), as Amm.isOverSpreadLimit."""
+    if index == 0:
+        raise AmmMathError("underlying price is 0")
+    return abs(sdiv_d(spot - index, index))
+
+
+def chain_decision(c: ChainReads, p: PerpParams) -> ChainDecision:
+    """internalLiquidate's checks (§A.5 steps 2–5) on the values the contracts returned.
+    Raises AmmMathError when they cannot be derived (an oracle read missing over the spread limit)."""
+    pos = c.position
+    spot_mr = ratio_from_pnl(pos, c.spot_notional, c.spot_pnl, c.cpf)
+    effective, oracle_mr = c.margin_ratio, None
+    if c.over_spread:
+        if c.oracle_notional is None or c.oracle_pnl is None:
+            raise AmmMathError("over the spread limit and the oracle-based notional could not be read")
+        oracle_mr = ratio_from_pnl(pos, c.oracle_notional, c.oracle_pnl, c.cpf)
+        if oracle_mr - effective > 0:
+            effective = oracle_mr
+    liquidatable = effective - p.mmr < 0
+    gate = spot_mr if p.partial_on_spot_ratio else effective
+    partial = liquidatable and gate > p.lfr and 0 < p.plr < WAD
+    base = abs(smul_d(pos.size, p.plr)) if partial else abs(pos.size)
+    return ChainDecision(spot_mr, oracle_mr, effective, liquidatable, partial, base, deviation_ratio(c.spot_price, c.index_price))
+
+
+def chain_liquidation(c: ChainReads, p: PerpParams, d: ChainDecision, partial_quote: int | None) -> Liquidation:
+    """The outcome of `liquidate` from on-chain values: a partial close's quote is
+    Amm.getOutputPrice(close dir, base_closed) (`partial_quote`), a full close's the SPOT notional."""
+    if not d.liquidatable:
+        return Liquidation(False, False, 0, 0, 0, False, 0)
+    if d.partial:
+        if partial_quote is None:
+            raise AmmMathError("the partial close's quote could not be read")
+        return Liquidation(True, True, partial_quote, mul_d(partial_quote, p.lfr) // 2, 0, False, d.base_closed)
+    quote = c.spot_notional
+    fee = mul_d(quote, p.lfr) // 2
+    remain, bad_debt = remaining_margin(c.position, c.spot_pnl, c.cpf)
+    if fee > remain:
+        bad_debt += fee - remain
+    needs_backstop = p.backstop_rule and bad_debt > 0 and not p.keeper_is_backstop
+    return Liquidation(True, False, quote, fee, bad_debt, needs_backstop, d.base_closed)

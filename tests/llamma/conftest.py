@@ -70,6 +70,7 @@ def accounts(module_chain) -> dict[str, str]:
 
 # ---- scenario helpers ------------------------------------------------------------------------
 
+
 def events(contract, name: str, receipt) -> list:
     return [e["args"] for e in getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)]
 

@@ -1,4 +1,4 @@
-"""Selectors and event topics of the crvUSD / LlamaLend interfaces (shared/spec/PROTOCOLS.md §B):
+"""Selectors and event topics of the crvUSD / LlamaLend interfaces (docs/PROTOCOLS.md §B):
 the spec's values are keccak of the canonical signatures, the hand-written ABIs in abis/llamma/
 contain them, and the compiled reference contracts expose exactly their ABI variant's selectors.
 No chain needed."""
@@ -16,7 +16,7 @@ from keeper.devtools.paths import REPO_ROOT
 ABI_DIR = REPO_ROOT / "abis" / "llamma"
 EIP170_LIMIT = 24_576
 
-# canonical signature -> selector, as listed in PROTOCOLS.md §B.1 / §B.5
+# canonical signature -> selector, as listed in docs/PROTOCOLS.md §B.1 / §B.5
 CONTROLLER_COMMON = {
     "users_to_liquidate()": "007c98ab",
     "users_to_liquidate(uint256)": "80e8f6ec",
@@ -85,13 +85,26 @@ AMM_IN_ABI_FILE = set(AMM) - {
     "exchange_dy(uint256,uint256,uint256,uint256)",
     "exchange_dy(uint256,uint256,uint256,uint256,address)",
 }
-CONTROLLER_FACTORY = {"n_collaterals()": "12397fa1", "controllers(uint256)": "e94b0dd2", "amms(uint256)": "86a8cdbc", "stablecoin()": "e9cbd822"}
+CONTROLLER_FACTORY = {
+    "n_collaterals()": "12397fa1",
+    "controllers(uint256)": "e94b0dd2",
+    "amms(uint256)": "86a8cdbc",
+    "stablecoin()": "e9cbd822",
+}
 LENDING_FACTORY = {"market_count()": "fd775c78", "controllers(uint256)": "e94b0dd2", "amms(uint256)": "86a8cdbc"}
 OTHER = {
     "health_calculator(address,int256,int256,bool)": "0b8db681",
     "health_calculator(address,int256,int256,bool,uint256)": "22c71453",
     "callback_liquidate(address,uint256,uint256,uint256,uint256[])": "4ea696bb",
     "callback_liquidate(address,uint256,uint256,uint256,uint256[],bytes)": "750abc51",
+}
+
+# entry points the keeper's variant probes call (keeper/adapters/llamma.py, abis/llamma/Controller_Probes.json)
+PROBES = {
+    "borrowed_token()": "765337b6",
+    "approval(address,address)": "e1270b6e",
+    "remove_collateral(uint256,bool)": "2e4af52a",  # M1/M2, LlamaLend 0-7 (use_eth)
+    "borrow_more_extended(uint256,uint256,address,uint256[],bytes)": "24977ef3",  # LlamaLend 9-10, V3
 }
 
 CONTROLLER_EVENTS = {
@@ -107,7 +120,16 @@ AMM_EVENTS = {
     "Withdraw(address,uint256,uint256)": "0xf279e6a1f5e320cca91135676d9cb6e44ca8a08c0b88342bcdb1144f6511b568",
 }
 
-ALL_SELECTORS = {**CONTROLLER_COMMON, **CONTROLLER_M2_ONLY, **CONTROLLER_V3_ONLY, **AMM, **CONTROLLER_FACTORY, **LENDING_FACTORY, **OTHER}
+ALL_SELECTORS = {
+    **CONTROLLER_COMMON,
+    **CONTROLLER_M2_ONLY,
+    **CONTROLLER_V3_ONLY,
+    **AMM,
+    **CONTROLLER_FACTORY,
+    **LENDING_FACTORY,
+    **OTHER,
+    **PROBES,
+}
 
 
 def _type(param: dict) -> str:
@@ -151,6 +173,7 @@ def test_spec_topics_are_keccak_of_signatures(sig):
         ("AMM", {s: AMM[s] for s in AMM_IN_ABI_FILE}, {}, AMM_EVENTS),
         ("ControllerFactory", CONTROLLER_FACTORY, {}, {}),
         ("LendingFactory", LENDING_FACTORY, {}, {}),
+        ("Controller_Probes", PROBES, {}, {}),
     ],
 )
 def test_abi_files_contain_the_spec_entries(abi_file, functions, absent, event_sigs):
@@ -171,6 +194,25 @@ def test_abi_files_contain_the_spec_entries(abi_file, functions, absent, event_s
     [
         ("llamma/ControllerM2", {**CONTROLLER_COMMON, **CONTROLLER_M2_ONLY}, CONTROLLER_V3_ONLY),
         ("llamma/ControllerV3", {**CONTROLLER_COMMON, **CONTROLLER_V3_ONLY}, CONTROLLER_M2_ONLY),
+        (
+            "llamma/ControllerL0",
+            {**CONTROLLER_COMMON, **CONTROLLER_M2_ONLY, "borrowed_token()": "765337b6"},
+            {k: v for k, v in CONTROLLER_V3_ONLY.items() if k != "borrowed_token()"},
+        ),
+        (
+            "llamma/ControllerL8",
+            {**CONTROLLER_COMMON, "borrowed_token()": "765337b6", **{k: v for k, v in CONTROLLER_V3_ONLY.items() if "fed9" in v}},
+            {
+                **CONTROLLER_M2_ONLY,
+                "approval(address,address)": "e1270b6e",
+                "liquidate_extended(address,uint256,uint256,address,uint256[],bytes)": "d28952fc",
+            },
+        ),
+        (
+            "llamma/ControllerL9",
+            {**CONTROLLER_COMMON, **{k: v for k, v in CONTROLLER_V3_ONLY.items() if k != "approval(address,address)"}},
+            {**CONTROLLER_M2_ONLY, "approval(address,address)": "e1270b6e"},
+        ),
         ("llamma/AMM", AMM, {}),
         ("llamma/ControllerFactory", {**CONTROLLER_FACTORY, "WETH()": selector("WETH()")}, {}),
         ("llamma/LendingFactory", LENDING_FACTORY, {}),
@@ -185,7 +227,10 @@ def test_compiled_contracts_expose_their_variant(contract, present, absent):
     assert not extra
 
 
-@pytest.mark.parametrize(("contract", "events"), [("llamma/ControllerM2", CONTROLLER_EVENTS), ("llamma/ControllerV3", CONTROLLER_EVENTS), ("llamma/AMM", AMM_EVENTS)])
+@pytest.mark.parametrize(
+    ("contract", "events"),
+    [("llamma/ControllerM2", CONTROLLER_EVENTS), ("llamma/ControllerV3", CONTROLLER_EVENTS), ("llamma/AMM", AMM_EVENTS)],
+)
 def test_compiled_event_topics(contract, events):
     esigs = signatures(compile_contract(contract).abi, "event")
     assert set(events) <= esigs
@@ -201,7 +246,21 @@ def test_m2_v3_selector_sets_match_the_spec_exactly():
 
 @pytest.mark.parametrize(
     "contract",
-    ["llamma/AMM", "llamma/ControllerM2", "llamma/ControllerV3", "llamma/ControllerFactory", "llamma/LendingFactory", "llamma/PriceOracle", "llamma/WETH", "llamma/TestLiquidator"],
+    [
+        "llamma/AMM",
+        "llamma/ControllerM2",
+        "llamma/ControllerV3",
+        "llamma/ControllerL0",
+        "llamma/ControllerL8",
+        "llamma/ControllerL9",
+        "llamma/v0_3_10/ControllerM2",
+        "llamma/v0_3_10/ControllerV3",
+        "llamma/ControllerFactory",
+        "llamma/LendingFactory",
+        "llamma/PriceOracle",
+        "llamma/WETH",
+        "llamma/TestLiquidator",
+    ],
 )
 def test_runtime_fits_eip170(contract):
     assert 0 < compile_contract(contract).runtime_size <= EIP170_LIMIT

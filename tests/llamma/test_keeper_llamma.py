@@ -215,8 +215,9 @@ async def test_min_x_slippage_revert_is_handled_and_not_resent_blindly(world, tm
     amount = m.units(20)
     m.fund_collateral(arb, amount)
     m.chain.tx(m.collateral.functions.approve(m.amm.address, 2**256 - 1), sender=arb)
-    cfg = keeper_config(m.chain.url, tmp_path / "k.sqlite", [llamma_protocol(m, min_x_slippage="0")],
-                        tx={"max_in_flight_per_market": 1})  # fmt: skip
+    cfg = keeper_config(
+        m.chain.url, tmp_path / "k.sqlite", [llamma_protocol(m, min_x_slippage="0")], tx={"max_in_flight_per_market": 1}
+    )
     engine, log = await start_engine(cfg)
     try:
         await step(engine)  # the stablecoin approval (mined at once)
@@ -225,9 +226,16 @@ async def test_min_x_slippage_revert_is_handled_and_not_resent_blindly(world, tm
         await step(engine)  # the best liquidation waits in the mempool
         pending = log.events("liquidation_sent")[-1]
         # Someone sells collateral into the AMM first: the bands convert back, x withdrawn < min_x.
-        m.chain.w3.eth.send_transaction({"from": arb, "to": m.amm.address, "gas": 3_000_000,
-                                         "data": m.amm.functions.exchange(1, 0, amount, 0)._encode_transaction_data(),
-                                         "maxPriorityFeePerGas": 50 * 10**9, "maxFeePerGas": 300 * 10**9})  # fmt: skip
+        m.chain.w3.eth.send_transaction(
+            {
+                "from": arb,
+                "to": m.amm.address,
+                "gas": 3_000_000,
+                "data": m.amm.functions.exchange(1, 0, amount, 0)._encode_transaction_data(),
+                "maxPriorityFeePerGas": 50 * 10**9,
+                "maxFeePerGas": 300 * 10**9,
+            }
+        )
         m.chain.mine()
         m.chain.set_automine(True)
         await step(engine)  # settles the reverted liquidation
@@ -263,8 +271,19 @@ async def test_local_health_and_soft_flags_agree_with_views(world):
             x, y = m.amm.functions.get_sum_xy(u).call(block_identifier=head.number)
             p_up = m.amm.functions.p_oracle_up(n1).call(block_identifier=head.number)
             for full in (False, True):
-                local = lm.health(x_down, debt, ld, full=full, n1=n1, active_band=active, price_oracle=p_o, p_up_n1=p_up, y=y,
-                                  collateral_precision=mk.collateral_precision, divisor_has_borrowed_precision=mk.variant == "v3")  # fmt: skip
+                local = lm.health(
+                    x_down,
+                    debt,
+                    ld,
+                    full=full,
+                    n1=n1,
+                    active_band=active,
+                    price_oracle=p_o,
+                    p_up_n1=p_up,
+                    y=y,
+                    collateral_precision=mk.collateral_precision,
+                    divisor_has_borrowed_precision=mk.variant == "v3",
+                )
                 assert local == c.health(u, full).call(block_identifier=head.number)
             assert f["health_full"] == c.health(u, True).call(block_identifier=head.number)
             assert f["soft"] == (n1 <= active)
@@ -282,8 +301,9 @@ async def test_capital_cap_gives_a_partial_frac_and_exact_approval(world, tmp_pa
     pays = {u: m.controller.functions.tokens_to_liquidate(u).call({"from": KEEPER}) for u in utl(m)}
     m.fund_stablecoin(KEEPER, m.usd(10**6))  # plenty of inventory, but the operator caps capital
     cap = min(pays.values()) // 2 // E
-    _engine, log = await run_keeper(m, tmp_path, blocks=2, protocol={"max_capital": str(cap), "approval": "exact",
-                                                                       "min_frac": "0.05"})  # fmt: skip
+    _engine, log = await run_keeper(
+        m, tmp_path, blocks=2, protocol={"max_capital": str(cap), "approval": "exact", "min_frac": "0.05"}
+    )
     (approval,) = log.events("approval_sent")
     sent = log.events("liquidation_sent")
     assert sent and all(r["kind"] == "frac" for r in sent)
@@ -334,8 +354,13 @@ def test_scan_json_lists_loans_with_health_and_soft_flags(world, tmp_path):
     cfg = write_config(tmp_path / "k.toml", keeper_config(m.chain.url, tmp_path / "s.sqlite", [llamma_protocol(m)]))
 
     def scan() -> dict[str, dict]:
-        proc = subprocess.run([sys.executable, "-m", "keeper", "-c", str(cfg), "scan", "--json"], capture_output=True,
-                              text=True, timeout=120, env={**os.environ, KEY_ENV: KEEPER_KEY})  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "keeper", "-c", str(cfg), "scan", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, KEY_ENV: KEEPER_KEY},
+        )
         assert proc.returncode == 0, proc.stderr
         return {r["account"]: r for r in json.loads(proc.stdout)["positions"]}
 

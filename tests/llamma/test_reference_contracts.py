@@ -39,7 +39,9 @@ def f_remove(frac: int, h: int) -> int:
     return (f + frac) * frac // WAD
 
 
-def liquidate_call(m, user: str, min_x: int = 0, frac: int = WAD, callbacker: str | None = None, args=(), data: bytes | None = None):
+def liquidate_call(
+    m, user: str, min_x: int = 0, frac: int = WAD, callbacker: str | None = None, args=(), data: bytes | None = None
+):
     """The liquidation entry point of the market's ABI variant (2-arg liquidate when possible)."""
     c = m.controller.functions
     if frac == WAD and callbacker is None:
@@ -59,6 +61,7 @@ def balances(m, who: str) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 # Band grid and deposits
 # ---------------------------------------------------------------------------------------------
+
 
 def test_band_grid_is_geometric_and_contiguous(market2):
     amm = market2.amm.functions
@@ -129,6 +132,7 @@ def test_create_loan_limits(market2, accounts):
 # ---------------------------------------------------------------------------------------------
 # Exchange
 # ---------------------------------------------------------------------------------------------
+
 
 def test_exchange_moves_active_band_with_partial_fills(market2, accounts):
     m, alice, trader, other = market2, accounts["alice"], accounts["arb"], accounts["other"]
@@ -247,6 +251,7 @@ def test_random_trades_keep_bands_consistent(market2, accounts):
 # Soft liquidation and health
 # ---------------------------------------------------------------------------------------------
 
+
 def test_soft_liquidation_converts_top_bands_first(market, accounts):
     m, alice, arb, keeper = market, accounts["alice"], accounts["arb"], accounts["liquidator"]
     amm, ctl = m.amm.functions, m.controller.functions
@@ -266,8 +271,8 @@ def test_soft_liquidation_converts_top_bands_first(market, accounts):
         xs = [amm.bands_x(n).call() for n in range(n1, n2 + 1)]
         ys = [amm.bands_y(n).call() for n in range(n1, n2 + 1)]
         i_act = active - n1
-        assert all(y == 0 and x > 0 for x, y in zip(xs[:i_act], ys[:i_act]))  # top bands: converted
-        assert all(x == 0 and y > 0 for x, y in zip(xs[i_act + 1 :], ys[i_act + 1 :]))  # lower: untouched
+        assert all(y == 0 and x > 0 for x, y in zip(xs[:i_act], ys[:i_act], strict=True))  # top bands: converted
+        assert all(x == 0 and y > 0 for x, y in zip(xs[i_act + 1 :], ys[i_act + 1 :], strict=True))  # lower: untouched
         # in soft liquidation (n1 <= active_band) yet healthy: not liquidatable by anyone else
         h, h_full = m.health(alice), m.health(alice, True)
         assert h > 0 and h_full == h  # no bonus while in soft liquidation
@@ -321,7 +326,10 @@ def test_health_formula_and_full_bonus(market2, accounts):
     # x_down of untouched bands, price above them: y * sqrt(p_up * p_down) per band
     m.set_oracle_price(3000 * WAD)
     ys = [amm.bands_y(n).call() for n in range(n1, n1 + N_BANDS)]
-    ideal = sum(y * ((amm.p_oracle_up(n).call() * amm.p_oracle_down(n).call()) ** 0.5) / 1e18 for n, y in zip(range(n1, n1 + N_BANDS), ys))
+    ideal = sum(
+        y * ((amm.p_oracle_up(n).call() * amm.p_oracle_down(n).call()) ** 0.5) / 1e18
+        for n, y in zip(range(n1, n1 + N_BANDS), ys, strict=True)
+    )
     assert abs(amm.get_x_down(alice).call() - ideal) / ideal < 1e-9
     m.chain.expect_revert(ctl.health(accounts["bob"]), "Loan doesn't exist")
 
@@ -357,6 +365,7 @@ def test_users_to_liquidate_is_the_set_with_negative_full_health(market, account
 # Hard liquidation
 # ---------------------------------------------------------------------------------------------
 
+
 def test_tokens_to_liquidate_depends_on_caller(market, accounts):
     m, alice, keeper, arb = market, accounts["alice"], accounts["liquidator"], accounts["arb"]
     ctl = m.controller.functions
@@ -374,7 +383,9 @@ def test_tokens_to_liquidate_depends_on_caller(market, accounts):
     assert as_keeper == expected(ld, frac) and as_owner == expected(0, frac)
     assert as_keeper > as_owner  # a third party withdraws a smaller share of the bands
     # for frac = 1 both withdraw everything
-    assert ctl.tokens_to_liquidate(alice).call({"from": keeper}) == ctl.tokens_to_liquidate(alice).call({"from": alice}) == debt - x
+    assert (
+        ctl.tokens_to_liquidate(alice).call({"from": keeper}) == ctl.tokens_to_liquidate(alice).call({"from": alice}) == debt - x
+    )
 
 
 def test_liquidate_partly_converted_loan(market, accounts):
@@ -405,7 +416,13 @@ def test_liquidate_partly_converted_loan(market, accounts):
         assert after[1] == before_keeper[1] + y
     assert balances(m, alice) == before_alice  # the borrower keeps the borrowed coins, nothing more
     liq = events(m.controller, "Liquidate", receipt)[0]
-    assert (liq["liquidator"], liq["user"], liq["collateral_received"], liq["stablecoin_received"], liq["debt"]) == (keeper, alice, y, x, debt)
+    assert (liq["liquidator"], liq["user"], liq["collateral_received"], liq["stablecoin_received"], liq["debt"]) == (
+        keeper,
+        alice,
+        y,
+        x,
+        debt,
+    )
     assert not ctl.loan_exists(alice).call() and ctl.n_loans().call() == 0
     assert ctl.total_debt().call() == 0
     assert not m.amm.functions.has_liquidity(alice).call()
@@ -413,10 +430,20 @@ def test_liquidate_partly_converted_loan(market, accounts):
     # event order: AMM Withdraw -> Repay -> Liquidate -> UserState(user, 0, 0, 0, 0, 0)
     logs = [lg for lg in receipt.logs if lg["address"] in (m.amm.address, m.controller.address)]
     assert ["0x" + lg["topics"][0].hex().removeprefix("0x") for lg in logs] == [
-        TOPICS["Withdraw"], TOPICS["Repay"], TOPICS["Liquidate"], TOPICS["UserState"]
+        TOPICS["Withdraw"],
+        TOPICS["Repay"],
+        TOPICS["Liquidate"],
+        TOPICS["UserState"],
     ]
     state = events(m.controller, "UserState", receipt)[0]
-    assert (state["user"], state["collateral"], state["debt"], state["n1"], state["n2"], state["liquidation_discount"]) == (alice, 0, 0, 0, 0, 0)
+    assert (state["user"], state["collateral"], state["debt"], state["n1"], state["n2"], state["liquidation_discount"]) == (
+        alice,
+        0,
+        0,
+        0,
+        0,
+        0,
+    )
     repay = events(m.controller, "Repay", receipt)[0]
     assert (repay["collateral_decrease"], repay["loan_decrease"]) == (y, debt)
     withdraw = events(m.amm, "Withdraw", receipt)[0]
@@ -546,7 +573,9 @@ def test_borrow_more_repay_and_collateral_events(market2, accounts):
     m.fund_collateral(alice, m.units(1))
     receipt = m.chain.tx(ctl.add_collateral(m.units(1)), sender=alice)
     assert events(m.controller, "Borrow", receipt)[0]["collateral_increase"] == m.units(1)
-    receipt = m.chain.tx(ctl.remove_collateral(m.units(1)) if m.variant == "v3" else ctl.remove_collateral(m.units(1), False), sender=alice)
+    receipt = m.chain.tx(
+        ctl.remove_collateral(m.units(1)) if m.variant == "v3" else ctl.remove_collateral(m.units(1), False), sender=alice
+    )
     assert events(m.controller, "RemoveCollateral", receipt)[0]["collateral_decrease"] == m.units(1)
     # partial repay above the bands re-deposits (UserState with the real collateral)
     receipt = m.chain.tx(ctl.repay(debt // 4), sender=alice)
@@ -563,10 +592,13 @@ def test_borrow_more_repay_and_collateral_events(market2, accounts):
 # Callback path and the M2 native-ETH payout
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def callbacker(market2):
     m = market2
-    return m.chain.deploy("llamma/TestLiquidator", m.controller.address, m.amm.address, m.stablecoin.address, m.collateral.address)
+    return m.chain.deploy(
+        "llamma/TestLiquidator", m.controller.address, m.amm.address, m.stablecoin.address, m.collateral.address
+    )
 
 
 def test_callback_liquidation(market2, callbacker, accounts):
@@ -582,7 +614,9 @@ def test_callback_liquidation(market2, callbacker, accounts):
     m.fund_collateral(callbacker.address, m.units("0.1"))
     cb = callbacker.address
 
-    m.chain.expect_revert(liquidate_call(m, alice, frac=WAD, callbacker=cb, args=[shortfall - 1, 0]), "not enough proceeds", sender=keeper)
+    m.chain.expect_revert(
+        liquidate_call(m, alice, frac=WAD, callbacker=cb, args=[shortfall - 1, 0]), "not enough proceeds", sender=keeper
+    )
     # trading on the AMM inside the callback breaks the band-invariance check
     m.chain.expect_revert(liquidate_call(m, alice, frac=WAD, callbacker=cb, args=[shortfall, 0, 1, 0, m.usd(100)]), sender=keeper)
 
@@ -592,7 +626,12 @@ def test_callback_liquidation(market2, callbacker, accounts):
     receipt = m.chain.tx(liquidate_call(m, alice, frac=WAD, callbacker=cb, args=[s, c], data=data), sender=keeper)
     tl = callbacker.functions
     assert tl.calls().call() == 1
-    assert (tl.last_user().call(), tl.last_stablecoins().call(), tl.last_collateral().call(), tl.last_debt().call()) == (alice, x, y, debt)
+    assert (tl.last_user().call(), tl.last_stablecoins().call(), tl.last_collateral().call(), tl.last_debt().call()) == (
+        alice,
+        x,
+        y,
+        debt,
+    )
     assert [tl.last_args(0).call(), tl.last_args(1).call()] == [s, c]
     if data is None:
         assert tl.last_selector().call().hex().removeprefix("0x") == "4ea696bb"
@@ -613,7 +652,9 @@ def test_m2_eth_payout_needs_a_payable_liquidator(deployments, fresh, accounts):
     make_partly_converted_rekt(m, alice, arb)
     x, y = m.amm.functions.get_sum_xy(alice).call()
     shortfall = ctl.debt(alice).call() - x
-    bot = m.chain.deploy("llamma/TestLiquidator", m.controller.address, m.amm.address, m.stablecoin.address, m.collateral.address, sender=keeper)
+    bot = m.chain.deploy(
+        "llamma/TestLiquidator", m.controller.address, m.amm.address, m.stablecoin.address, m.collateral.address, sender=keeper
+    )
     m.fund_stablecoin(bot.address, shortfall)
 
     def via_bot(call):

@@ -1,19 +1,20 @@
 """The hand-written ABIs in abis/ and the compiled reference contracts against the selectors and
-topics of shared/spec/PROTOCOLS.md §A (the real Perp v1 contracts). No chain needed."""
+topics of docs/PROTOCOLS.md §A (the real Perp v1 contracts). No chain needed."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from eth_utils import keccak
 
-from keeper.abi import abi, abi_dir, canonical_type, code_has_selector
+from keeper.abi import Abi, abi, abi_dir, canonical_type
 from keeper.devtools.compile import compile_contract
 
 EIP170_LIMIT = 24_576
 
-# canonical signature -> selector, as listed in PROTOCOLS.md §A.2 / §A.6; value: (JSON ABI, compiled contract)
+# canonical signature -> selector, as listed in docs/PROTOCOLS.md §A.2 / §A.6; value: (JSON ABI, compiled contract)
 SPEC_SELECTORS: dict[str, tuple[str, str | None, str]] = {
     "liquidate(address,address)": ("86b9d81f", "perp/ClearingHouse", "perp/ClearingHouse"),
     "liquidateWithSlippage(address,address,(uint256))": ("29c44f13", "perp/ClearingHouse", "perp/ClearingHouse"),
@@ -52,30 +53,37 @@ SPEC_SELECTORS: dict[str, tuple[str, str | None, str]] = {
 
 # topic0 values given in full in §A.3
 SPEC_TOPICS = {
-    "PositionChanged(address,address,uint256,uint256,int256,uint256,int256,int256,int256,uint256,uint256,uint256,int256)":
-        "0x4c7b764f428c13bbea8cc8da90ebe6eef4dafeb27a4e3d9041d64208c47ca7c2",
-    "PositionLiquidated(address,address,uint256,uint256,uint256,address,uint256)":
-        "0x5225638a979dd133f201045ab4169ec2189874d864f2b5a10be72ac6e4b421b4",
-}  # fmt: skip
+    "PositionChanged(address,address,uint256,uint256,int256,uint256,int256,int256,int256,uint256,uint256,uint256,int256)": "0x4c7b764f428c13bbea8cc8da90ebe6eef4dafeb27a4e3d9041d64208c47ca7c2",
+    "PositionLiquidated(address,address,uint256,uint256,uint256,address,uint256)": "0x5225638a979dd133f201045ab4169ec2189874d864f2b5a10be72ac6e4b421b4",
+}
 
 # events of §A.3: (JSON ABI, compiled contract, signature, indexed flags)
 SPEC_EVENTS = [
-    ("perp/ClearingHouse", "perp/ClearingHouse", "PositionChanged(address,address,uint256,uint256,int256,uint256,int256,int256,int256,uint256,uint256,uint256,int256)", (True, True) + (False,) * 11),
-    ("perp/ClearingHouse", "perp/ClearingHouse", "PositionLiquidated(address,address,uint256,uint256,uint256,address,uint256)", (True, True, False, False, False, False, False)),
+    (
+        "perp/ClearingHouse",
+        "perp/ClearingHouse",
+        "PositionChanged(address,address,uint256,uint256,int256,uint256,int256,int256,int256,uint256,uint256,uint256,int256)",
+        (True, True) + (False,) * 11,
+    ),
+    (
+        "perp/ClearingHouse",
+        "perp/ClearingHouse",
+        "PositionLiquidated(address,address,uint256,uint256,uint256,address,uint256)",
+        (True, True, False, False, False, False, False),
+    ),
     ("perp/ClearingHouse", "perp/ClearingHouse", "MarginChanged(address,address,int256,int256)", (True, True, False, False)),
     ("perp/ClearingHouse", "perp/ClearingHouse", "RestrictionModeEntered(address,uint256)", (False, False)),
     ("perp/ClearingHouse", "perp/ClearingHouse", "PositionSettled(address,address,uint256)", (True, True, False)),
     ("perp/Amm", "perp/Amm", "SwapInput(uint8,uint256,uint256)", (False, False, False)),
     ("perp/Amm", "perp/Amm", "SwapOutput(uint8,uint256,uint256)", (False, False, False)),
     ("perp/Amm", "perp/Amm", "ReserveSnapshotted(uint256,uint256,uint256)", (False, False, False)),
-]  # fmt: skip
+]
 
 # JSON ABI -> compiled reference contract implementing it
 ABI_IMPLEMENTATIONS = {
     "perp/ClearingHouse": "perp/ClearingHouse",
     "perp/Amm": "perp/Amm",
     "perp/InsuranceFund": "perp/InsuranceFund",
-    "perp/ReferenceExtensions": "perp/ClearingHouse",
     "common/ERC20": "common/ERC20",
     "common/Multicall3": "common/Multicall3",
     "common/ChainlinkAggregator": "common/ChainlinkAggregator",
@@ -90,6 +98,10 @@ def signature(entry: dict) -> str:
 
 def entries(raw_abi: list[dict], kind: str) -> dict[str, dict]:
     return {signature(e): e for e in raw_abi if e.get("type") == kind}
+
+
+def abi_of(raw: list[dict]) -> Abi:
+    return Abi("compiled", raw)
 
 
 def json_abi(name: str) -> list[dict]:
@@ -117,7 +129,7 @@ def test_compiled_contract_exposes_spec_selector(sig):
     sel, _, contract = SPEC_SELECTORS[sig]
     compiled = compile_contract(contract)
     assert sig in entries(compiled.abi, "function")
-    assert code_has_selector(compiled.bytecode_runtime, bytes.fromhex(sel))
+    assert {f.selector.hex() for f in abi_of(compiled.abi).functions()} >= {sel}
 
 
 @pytest.mark.parametrize("sig", sorted(SPEC_TOPICS))
@@ -159,7 +171,11 @@ def test_decimal_types_are_one_field_tuples_named_d():
     for name in ("perp/ClearingHouse", "perp/Amm"):
         for e in json_abi(name):
             for p in e.get("inputs", []) + e.get("outputs", []):
-                if p["type"] == "tuple" and all(c["type"] in ("uint256", "int256") for c in p["components"]) and len(p["components"]) == 1:
+                if (
+                    p["type"] == "tuple"
+                    and all(c["type"] in ("uint256", "int256") for c in p["components"])
+                    and len(p["components"]) == 1
+                ):
                     assert p["components"][0]["name"] == "d"
 
 
@@ -176,10 +192,7 @@ def test_bare_ratio_getters():
 
 
 def test_v22_variant_lacks_liquidate_with_slippage():
-    sel = bytes.fromhex("29c44f13")
     v23, v22 = compile_contract("perp/ClearingHouse"), compile_contract("perp/ClearingHouseV22")
-    assert code_has_selector(v23.bytecode_runtime, sel)
-    assert not code_has_selector(v22.bytecode_runtime, sel)
     assert set(entries(v23.abi, "function")) - set(entries(v22.abi, "function")) == {
         "liquidateWithSlippage(address,address,(uint256))"
     }
@@ -189,3 +202,15 @@ def test_v22_variant_lacks_liquidate_with_slippage():
 @pytest.mark.parametrize("contract", DEPLOYABLE_PERP)
 def test_runtime_code_fits_eip170(contract):
     assert 0 < compile_contract(contract).runtime_size <= EIP170_LIMIT
+
+
+def test_no_production_code_reads_a_test_only_abi():
+    """The reference contract's lockout switch is not part of the upstream interface: no JSON ABI
+    describes it and keeper/ code does not load one (lockout = "auto" probes for it inline)."""
+    import keeper  # noqa: PLC0415
+
+    assert not (abi_dir() / "perp" / "ReferenceExtensions.json").exists()
+    root = Path(keeper.__file__).parent
+    offenders = [p for p in root.rglob("*.py") if "ReferenceExtensions" in p.read_text()]
+    assert offenders == []
+    assert "lockoutRatio" not in {f.name for f in abi("perp/ClearingHouse").functions()}

@@ -43,7 +43,7 @@ async def run_keeper(perp, tmp_path, blocks: int = 2, dry_run: bool = False, **o
 
 
 async def test_seed_example_partial_liquidation_earns_1_25_percent(perp, accounts, tmp_path):
-    """RULES.md worked example: 10x long ETH at 3,000, ETH falls to 2,880 → margin ratio ≈ 6 %
+    """docs/PROTOCOLS.md §R.1 worked example: 10x long ETH at 3,000, ETH falls to 2,880 → margin ratio ≈ 6 %
     → 25 % is liquidated and the keeper earns 1.25 % of that part's notional (2.5 % fee)."""
     alice, whale = accounts["alice"], accounts["whale"]
     open_10x_long(perp, alice)
@@ -131,7 +131,9 @@ async def test_over_spread_rule_protects_oracle_healthy_position(perp, accounts,
     assert not log.events("liquidation_sent") and not log.events("dry_run_would_send")
     statuses = [r["status"] for r in log.events("position_status") if r["account"] == alice]
     assert statuses[-1] == "over-spread"
-    perp.chain.expect_revert(perp.clearing_house.functions.liquidate(perp.amm("ETH").address, alice), "Margin ratio not meet criteria")
+    perp.chain.expect_revert(
+        perp.clearing_house.functions.liquidate(perp.amm("ETH").address, alice), "Margin ratio not meet criteria"
+    )
     # Control: once the index agrees with the market the position is liquidated.
     perp.set_oracle_price("ETH", 2650 * E)
     start = perp.chain.block_number()
@@ -225,9 +227,15 @@ async def test_race_lost_to_another_liquidator_is_logged_and_not_resent(perp, ac
         # A rival liquidates in the same block with a higher tip: it is ordered first.
         ch = perp.clearing_house
         perp.chain.w3.eth.send_transaction(
-            {"from": rival, "to": ch.address, "data": ch.functions.liquidate(perp.amm("ETH").address, alice)._encode_transaction_data(),
-             "gas": 1_500_000, "maxPriorityFeePerGas": 50 * 10**9, "maxFeePerGas": 200 * 10**9}
-        )  # fmt: skip
+            {
+                "from": rival,
+                "to": ch.address,
+                "data": ch.functions.liquidate(perp.amm("ETH").address, alice)._encode_transaction_data(),
+                "gas": 1_500_000,
+                "maxPriorityFeePerGas": 50 * 10**9,
+                "maxFeePerGas": 200 * 10**9,
+            }
+        )
         perp.chain.mine()
         perp.chain.set_automine(True)
         for _ in range(4):
@@ -273,7 +281,9 @@ async def test_bad_debt_is_not_sent_by_a_non_backstop_keeper(perp, accounts, tmp
     log = await run_keeper(perp, tmp_path)
     assert perp.chain.nonce(KEEPER) == nonce0
     assert [r["status"] for r in log.events("position_status") if r["account"] == alice][-1] == "bad-debt"
-    perp.chain.expect_revert(perp.clearing_house.functions.liquidate(perp.amm("ETH").address, alice), "not backstop LP", sender=KEEPER)
+    perp.chain.expect_revert(
+        perp.clearing_house.functions.liquidate(perp.amm("ETH").address, alice), "not backstop LP", sender=KEEPER
+    )
     perp.set_backstop(KEEPER, True)
     start = perp.chain.block_number()
     await run_keeper(perp, tmp_path)
@@ -308,7 +318,6 @@ async def test_short_positions_and_second_market(perp, accounts, tmp_path):
     assert {r["market"] for r in log.events("liquidation_landed")} == {"BTC"}
 
 
-
 async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices_them(perp, accounts, tmp_path):
     """Blocks where a market's reserves, oracle and funding did not move reuse last block's
     "clearly healthy" verdicts; a trade or a funding payment prices every position again."""
@@ -334,7 +343,10 @@ async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices
     try:
         adapter.evaluate(head)
         quiet = await block()  # an empty block: nothing priced, same verdicts
-        assert priced == [] and {a: e.status for a, e in quiet.items()} == {alice: pm_status("healthy"), carol: pm_status("healthy")}
+        assert priced == [] and {a: e.status for a, e in quiet.items()} == {
+            alice: pm_status("healthy"),
+            carol: pm_status("healthy"),
+        }
         crash(perp, whale, 2880 * E)  # a trade moves the reserves: every position is priced again
         moved = await block()
         assert {alice, carol} <= set(priced) and moved[alice].candidate and not moved[carol].candidate

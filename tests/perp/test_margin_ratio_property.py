@@ -1,26 +1,27 @@
 """Property: for randomised positions, trades, time and funding, the keeper's local margin ratios,
-notionals and PnLs equal the ClearingHouse's views bit for bit at the same block."""
+notionals and PnLs equal the ClearingHouse's views bit for bit at the same block, and the on-chain
+confirmation decides exactly what `liquidate` does (liquidatable or not, partial or full, the fee)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from web3.exceptions import ContractLogicError
 
 from keeper.devtools.chain import TxFailed
 from keeper.devtools.perp_env import BUY, ORACLE, SELL, SPOT_PRICE, TWAP
 from keeper.risk import perp as pm
 from keeper.types import Block
-from tests.harness import open_adapter, perp_protocol
+from tests.harness import KEEPER, open_adapter, perp_protocol
 
 pytestmark = pytest.mark.chain
 E = 10**18
 
-position_st = st.tuples(
-    st.sampled_from(["ETH", "BTC"]), st.sampled_from([BUY, SELL]), st.integers(50, 5000), st.integers(1, 10)
-)
+position_st = st.tuples(st.sampled_from(["ETH", "BTC"]), st.sampled_from([BUY, SELL]), st.integers(50, 5000), st.integers(1, 10))
 action_st = st.one_of(
     st.tuples(st.just("trade"), st.sampled_from(["ETH", "BTC"]), st.sampled_from([BUY, SELL]), st.integers(1_000, 400_000)),
     st.tuples(st.just("wait"), st.integers(1, 1500)),
@@ -30,7 +31,8 @@ action_st = st.one_of(
 
 
 async def compare(perp) -> int:
-    adapter, rpc, head = await open_adapter(perp.chain.url, perp_protocol(perp))
+    # lockout off: the reference contract's own switch is off, so `liquidate` ignores the deviation too
+    adapter, rpc, head = await open_adapter(perp.chain.url, perp_protocol(perp, lockout="off"))
     try:
         evals = adapter.evaluate(head, full=True)
         checked = 0
@@ -49,6 +51,16 @@ async def compare(perp) -> int:
                 assert pm.unrealized_pnl(pos, local_n) == pnl
             amm = perp.amm(market).functions
             assert amm.isOverSpreadLimit().call(block_identifier=block) == f["over_spread"]
+            # confirmation (as if every position were a candidate) == an eth_call of liquidate by the keeper
+            try:
+                (quote,), partial = ch.liquidate(market, trader).call({"from": KEEPER}, block_identifier=block)
+                fee = pm.token_floor(pm.mul_d(quote, adapter.params.lfr) // 2, adapter.info[market].quote_decimals)
+                want = ("partial" if partial else "full", fee)
+            except ContractLogicError:  # not liquidatable, or bad debt for a non-backstop keeper
+                want = None
+            plans = await adapter.confirm([dataclasses.replace(e, candidate=True)], head)
+            assert ((plans[0].kind, plans[0].expected_reward) if plans else None) == want
+            event(f"liquidate: {want[0] if want else 'reverts'}")
             checked += 1
         return checked
     finally:

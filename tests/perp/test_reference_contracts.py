@@ -1,4 +1,4 @@
-"""Behaviour of the reference Perp v1 contracts (shared/spec/PROTOCOLS.md §A) on a real anvil.
+"""Behaviour of the reference Perp v1 contracts (docs/PROTOCOLS.md §A) on a real anvil.
 
 Expected values come from a tiny independent model of the contracts' integer maths below,
 fed with reserves and positions read from the chain just before each action.
@@ -145,8 +145,13 @@ def test_vamm_no_rounding_when_divisible(perp_deployment):
     assert amm.getOutputPriceWithReserves(REMOVE_FROM_AMM, (20 * WAD,), (q,), (b,)).call()[0] == 25 * WAD
     assert amm.getInputPriceWithReserves(ADD_TO_AMM, (25 * WAD,), (q,), (b,)).call()[0] == 20 * WAD
     # not divisible: 1 wei in the AMM's favour each way
-    assert amm.getOutputPriceWithReserves(ADD_TO_AMM, (50 * WAD,), (q,), (b,)).call()[0] == 100 * WAD - div_d(10**22, 150 * WAD) - 1
-    assert amm.getOutputPriceWithReserves(REMOVE_FROM_AMM, (30 * WAD,), (q,), (b,)).call()[0] == div_d(10**22, 70 * WAD) - 100 * WAD + 1
+    assert (
+        amm.getOutputPriceWithReserves(ADD_TO_AMM, (50 * WAD,), (q,), (b,)).call()[0] == 100 * WAD - div_d(10**22, 150 * WAD) - 1
+    )
+    assert (
+        amm.getOutputPriceWithReserves(REMOVE_FROM_AMM, (30 * WAD,), (q,), (b,)).call()[0]
+        == div_d(10**22, 70 * WAD) - 100 * WAD + 1
+    )
     perp_deployment.chain.expect_revert(
         amm.getOutputPriceWithReserves(REMOVE_FROM_AMM, (b,), (q,), (b,)), "base asset after is 0"
     )
@@ -195,10 +200,26 @@ def test_swap_round_trips_leave_one_wei_to_the_amm(perp):
     f = amm.functions
     ten = (10 * WAD,)
     cases = [
-        (lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False), lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False), (1000 * WAD, 100 * WAD + 1)),
-        (lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False), lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False), (1000 * WAD, 100 * WAD + 1)),
-        (lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)), lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)), (1000 * WAD + 1, 100 * WAD)),
-        (lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)), lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)), (1000 * WAD + 1, 100 * WAD)),
+        (
+            lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False),
+            lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False),
+            (1000 * WAD, 100 * WAD + 1),
+        ),
+        (
+            lambda: f.swapInput(ADD_TO_AMM, ten, (0,), False),
+            lambda: f.swapInput(REMOVE_FROM_AMM, ten, (0,), False),
+            (1000 * WAD, 100 * WAD + 1),
+        ),
+        (
+            lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)),
+            lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)),
+            (1000 * WAD + 1, 100 * WAD),
+        ),
+        (
+            lambda: f.swapOutput(ADD_TO_AMM, ten, (0,)),
+            lambda: f.swapOutput(REMOVE_FROM_AMM, ten, (0,)),
+            (1000 * WAD + 1, 100 * WAD),
+        ),
     ]
     for first, second, reserves in cases:
         with chain.reverted():
@@ -233,9 +254,18 @@ def twap_amm(perp: PerpDeployment):
     can swap it directly at chosen timestamps. Returns (contract, deployment timestamp)."""
     chain = perp.chain
     amm = chain.deploy(
-        "perp/Amm", 1000 * WAD, 100 * WAD, 9 * 10**17, 3600, perp.price_feed.address,
-        perp.price_feed_keys[ETH], perp.usdc.address, 0, 0, 0,
-    )  # fmt: skip
+        "perp/Amm",
+        1000 * WAD,
+        100 * WAD,
+        9 * 10**17,
+        3600,
+        perp.price_feed.address,
+        perp.price_feed_keys[ETH],
+        perp.usdc.address,
+        0,
+        0,
+        0,
+    )
     chain.tx(amm.functions.setCounterParty(chain.admin))
     chain.tx(amm.functions.setOpen(True))
     return amm, amm.functions.reserveSnapshots(0).call()[2]
@@ -382,7 +412,9 @@ def test_margin_ratio_prefers_the_higher_pnl(perp, accounts):
     spot_mr, twap_mr = expected_ratio(perp, alice, SPOT_PRICE), expected_ratio(perp, alice, TWAP)
     assert spot_mr > twap_mr
     assert perp.margin_ratio(ETH, alice) == spot_mr
-    perp.chain.expect_revert(perp.clearing_house.functions.getMarginRatio(perp.amm(ETH).address, accounts["dave"]), "positionSize is 0")
+    perp.chain.expect_revert(
+        perp.clearing_house.functions.getMarginRatio(perp.amm(ETH).address, accounts["dave"]), "positionSize is 0"
+    )
 
 
 def test_liquidation_needs_ratio_strictly_below_maintenance(perp, accounts):
@@ -404,7 +436,9 @@ def test_open_position_requires_initial_margin(perp, accounts):
     perp.fund_trader(alice, to_wei_dec("1000"))
     ch = perp.clearing_house.functions
     amm = perp.amm(ETH).address
-    perp.chain.expect_revert(ch.openPosition(amm, BUY, (100 * WAD,), (11 * WAD,), (0,)), "Margin ratio not meet criteria", sender=alice)
+    perp.chain.expect_revert(
+        ch.openPosition(amm, BUY, (100 * WAD,), (11 * WAD,), (0,)), "Margin ratio not meet criteria", sender=alice
+    )
     perp.chain.expect_revert(ch.openPosition(amm, BUY, (10**12 - 1,), (WAD,), (0,)), "invalid token amount", sender=alice)
     perp.chain.expect_revert(ch.openPosition(amm, BUY, (100 * WAD,), (0,), (0,)), "input is 0", sender=alice)
     # 0.0000015 USDC of dust: the vault pulls whole token units only
@@ -441,9 +475,14 @@ def test_partial_liquidation_exact_amounts(perp, accounts):
 
     (liq,) = events(perp.clearing_house, "PositionLiquidated", receipt)
     assert liq == {
-        "trader": alice, "amm": perp.amm(ETH).address, "positionNotional": quote, "positionSize": base_sold,
-        "liquidationFee": fee, "liquidator": keeper, "badDebt": 0,
-    }  # fmt: skip
+        "trader": alice,
+        "amm": perp.amm(ETH).address,
+        "positionNotional": quote,
+        "positionSize": base_sold,
+        "liquidationFee": fee,
+        "liquidator": keeper,
+        "badDebt": 0,
+    }
     (changed,) = events(perp.clearing_house, "PositionChanged", receipt)
     assert changed["exchangedPositionSize"] == -base_sold
     assert changed["positionSizeAfter"] == pos["size"] - base_sold
@@ -472,44 +511,102 @@ def test_partial_liquidation_exact_amounts(perp, accounts):
 # backstop rule, so Carol is made a backstop LP here).
 ORIGINAL_LIQUIDATION_VECTORS = {
     "partial-long": dict(
-        alice=(BUY, 25 * WAD), bob=(SELL, 45180722890000000000), sync_oracle=False,
-        liquidated={"positionNotional": 68455640744970299586, "positionSize": 5 * WAD,
-                    "liquidationFee": 855695509312128744, "badDebt": 0},
-        changed={"margin": 19274981656679729691, "positionNotional": 68455640744970299586,
-                 "exchangedPositionSize": -5 * WAD, "positionSizeAfter": 15 * WAD,
-                 "realizedPnl": -4013627324696012820, "unrealizedPnlAfter": -12040881974088038460,
-                 "liquidationPenalty": 1711391018624257489, "badDebt": 0},
-        margin_ratio_after=43713253015241334, carol=855695, fund=5000855695,
+        alice=(BUY, 25 * WAD),
+        bob=(SELL, 45180722890000000000),
+        sync_oracle=False,
+        liquidated={
+            "positionNotional": 68455640744970299586,
+            "positionSize": 5 * WAD,
+            "liquidationFee": 855695509312128744,
+            "badDebt": 0,
+        },
+        changed={
+            "margin": 19274981656679729691,
+            "positionNotional": 68455640744970299586,
+            "exchangedPositionSize": -5 * WAD,
+            "positionSizeAfter": 15 * WAD,
+            "realizedPnl": -4013627324696012820,
+            "unrealizedPnlAfter": -12040881974088038460,
+            "liquidationPenalty": 1711391018624257489,
+            "badDebt": 0,
+        },
+        margin_ratio_after=43713253015241334,
+        carol=855695,
+        fund=5000855695,
     ),
     "partial-short": dict(
-        alice=(SELL, 20 * WAD), bob=(BUY, 19672131150000000000), sync_oracle=True,
-        liquidated={"positionNotional": 44258754381889405651, "positionSize": 625 * WAD // 100,
-                    "liquidationFee": 553234429773617570, "badDebt": 0},
-        changed={"margin": 16079605164093693758, "positionNotional": 44258754381889405651,
-                 "exchangedPositionSize": 625 * WAD // 100, "positionSizeAfter": -1875 * WAD // 100,
-                 "realizedPnl": -2813925976359071101, "unrealizedPnlAfter": -8441777929077213306,
-                 "liquidationPenalty": 1106468859547235141, "badDebt": 0},
-        margin_ratio_after=45736327859926164, carol=553234, fund=5000553234,
+        alice=(SELL, 20 * WAD),
+        bob=(BUY, 19672131150000000000),
+        sync_oracle=True,
+        liquidated={
+            "positionNotional": 44258754381889405651,
+            "positionSize": 625 * WAD // 100,
+            "liquidationFee": 553234429773617570,
+            "badDebt": 0,
+        },
+        changed={
+            "margin": 16079605164093693758,
+            "positionNotional": 44258754381889405651,
+            "exchangedPositionSize": 625 * WAD // 100,
+            "positionSizeAfter": -1875 * WAD // 100,
+            "realizedPnl": -2813925976359071101,
+            "unrealizedPnlAfter": -8441777929077213306,
+            "liquidationPenalty": 1106468859547235141,
+            "badDebt": 0,
+        },
+        margin_ratio_after=45736327859926164,
+        carol=553234,
+        fund=5000553234,
     ),
     "full-long-under-water": dict(
-        alice=(BUY, 25 * WAD), bob=(SELL, 73529411760000000000), sync_oracle=False,
-        liquidated={"positionNotional": 224089635855963718818, "positionSize": 20 * WAD,
-                    "liquidationFee": 2801120448199546485, "badDebt": 2801120448199546485},
-        changed={"margin": 0, "positionNotional": 224089635855963718818, "exchangedPositionSize": -20 * WAD,
-                 "positionSizeAfter": 0, "realizedPnl": -25910364144036281182, "unrealizedPnlAfter": 0,
-                 "liquidationPenalty": 25 * WAD, "badDebt": 910364144036281182},
-        margin_ratio_after=None, carol=2801120, fund=4996288516,
+        alice=(BUY, 25 * WAD),
+        bob=(SELL, 73529411760000000000),
+        sync_oracle=False,
+        liquidated={
+            "positionNotional": 224089635855963718818,
+            "positionSize": 20 * WAD,
+            "liquidationFee": 2801120448199546485,
+            "badDebt": 2801120448199546485,
+        },
+        changed={
+            "margin": 0,
+            "positionNotional": 224089635855963718818,
+            "exchangedPositionSize": -20 * WAD,
+            "positionSizeAfter": 0,
+            "realizedPnl": -25910364144036281182,
+            "unrealizedPnlAfter": 0,
+            "liquidationPenalty": 25 * WAD,
+            "badDebt": 910364144036281182,
+        },
+        margin_ratio_after=None,
+        carol=2801120,
+        fund=4996288516,
     ),
     "full-short-under-water": dict(
-        alice=(SELL, 20 * WAD), bob=(BUY, 40336134450000000000), sync_oracle=True,
-        liquidated={"positionNotional": 223493652777982118604, "positionSize": 25 * WAD,
-                    "liquidationFee": 2793670659724776482, "badDebt": 2793670659724776482},
-        changed={"margin": 0, "positionNotional": 223493652777982118604, "exchangedPositionSize": 25 * WAD,
-                 "positionSizeAfter": 0, "realizedPnl": -23493652777982118604, "unrealizedPnlAfter": 0,
-                 "liquidationPenalty": 20 * WAD, "badDebt": 3493652777982118604},
-        margin_ratio_after=None, carol=2793670, fund=4993712677,
+        alice=(SELL, 20 * WAD),
+        bob=(BUY, 40336134450000000000),
+        sync_oracle=True,
+        liquidated={
+            "positionNotional": 223493652777982118604,
+            "positionSize": 25 * WAD,
+            "liquidationFee": 2793670659724776482,
+            "badDebt": 2793670659724776482,
+        },
+        changed={
+            "margin": 0,
+            "positionNotional": 223493652777982118604,
+            "exchangedPositionSize": 25 * WAD,
+            "positionSizeAfter": 0,
+            "realizedPnl": -23493652777982118604,
+            "unrealizedPnlAfter": 0,
+            "liquidationPenalty": 20 * WAD,
+            "badDebt": 3493652777982118604,
+        },
+        margin_ratio_after=None,
+        carol=2793670,
+        fund=4993712677,
     ),
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -518,10 +615,12 @@ def small_market_deployment(module_chain, perp_deployment) -> PerpDeployment:
         module_chain,
         markets=[MarketSpec(ETH, price=10 * WAD, base_reserve=100 * WAD)],
         params=PerpParams(
-            maintenance_margin_ratio=10**17, liquidation_fee_ratio=25 * 10**15,
-            partial_liquidation_ratio=25 * 10**16, insurance_fund_balance=5000 * WAD,
+            maintenance_margin_ratio=10**17,
+            liquidation_fee_ratio=25 * 10**15,
+            partial_liquidation_ratio=25 * 10**16,
+            insurance_fund_balance=5000 * WAD,
         ),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("case", sorted(ORIGINAL_LIQUIDATION_VECTORS))
@@ -571,7 +670,11 @@ def test_full_liquidation_without_bad_debt(perp, accounts):
     assert (liq["positionNotional"], liq["positionSize"], liq["liquidationFee"], liq["badDebt"]) == (quote, pos["size"], fee, 0)
     (changed,) = events(perp.clearing_house, "PositionChanged", receipt)
     assert (changed["margin"], changed["positionSizeAfter"], changed["exchangedPositionSize"]) == (0, 0, -pos["size"])
-    assert (changed["liquidationPenalty"], changed["badDebt"], changed["realizedPnl"]) == (pos["margin"], 0, quote - pos["open_notional"])
+    assert (changed["liquidationPenalty"], changed["badDebt"], changed["realizedPnl"]) == (
+        pos["margin"],
+        0,
+        quote - pos["open_notional"],
+    )
     assert perp.position(ETH, alice)["size"] == 0
     assert perp.usdc_balance(keeper) - keeper0 == fee // USDC_UNIT
     assert perp.usdc_balance(perp.insurance_fund.address) - fund0 == (remain - fee) // USDC_UNIT
@@ -678,7 +781,9 @@ def test_liquidate_with_slippage_limits(perp, accounts):
     assert partial
     plr = perp.params.partial_liquidation_ratio
     floor_limit = div_d(quote[0], plr)  # mulD(limit, plr) == quote
-    perp.chain.expect_revert(ch.liquidateWithSlippage(amm, alice, (floor_limit + 10,)), "Less than minimal quote token", sender=keeper)
+    perp.chain.expect_revert(
+        ch.liquidateWithSlippage(amm, alice, (floor_limit + 10,)), "Less than minimal quote token", sender=keeper
+    )
     assert ch.liquidateWithSlippage(amm, alice, (floor_limit,)).call({"from": keeper}) == [quote, True]
 
     # a short closed in full: the limit is a ceiling on the quote paid back
@@ -751,7 +856,9 @@ def test_fluctuation_limit_guards(perp, accounts):
     assert amm.functions.isOverFluctuationLimit(ADD_TO_AMM, (size,)).call()
     assert not amm.functions.isOverFluctuationLimit(ADD_TO_AMM, (WAD,)).call()
     ch = perp.clearing_house.functions
-    chain.expect_revert(ch.openPosition(amm.address, BUY, (to_wei_dec("500000"),), (WAD,), (0,)), "price is over fluctuation limit", sender=whale)
+    chain.expect_revert(
+        ch.openPosition(amm.address, BUY, (to_wei_dec("500000"),), (WAD,), (0,)), "price is over fluctuation limit", sender=whale
+    )
 
     # closing may go over the limit once per block (then only partially), after which the block is closed
     q, b = perp.reserves(ETH)
@@ -760,7 +867,9 @@ def test_fluctuation_limit_guards(perp, accounts):
     chain.set_automine(False)
     sent = [
         ch.closePosition(amm.address, (0,)).transact({"from": whale, "gas": 3_000_000, "gasPrice": 20 * 10**9}),
-        ch.openPosition(amm.address, BUY, (10 * WAD,), (WAD,), (0,)).transact({"from": carol, "gas": 3_000_000, "gasPrice": 10 * 10**9}),
+        ch.openPosition(amm.address, BUY, (10 * WAD,), (WAD,), (0,)).transact(
+            {"from": carol, "gas": 3_000_000, "gasPrice": 10 * 10**9}
+        ),
     ]
     chain.mine()
     chain.set_automine(True)
@@ -775,7 +884,9 @@ def test_trading_limit(perp, accounts):
     perp.fund_trader(carol, q)
     ch = perp.clearing_house.functions
     too_much = mul_d(q, 9 * 10**17) + WAD
-    perp.chain.expect_revert(ch.openPosition(perp.amm(ETH).address, SELL, (too_much,), (WAD,), (0,)), "over trading limit", sender=carol)
+    perp.chain.expect_revert(
+        ch.openPosition(perp.amm(ETH).address, SELL, (too_much,), (WAD,), (0,)), "over trading limit", sender=carol
+    )
 
 
 def test_funding_settles_into_margin_ratio(perp, accounts):

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import urllib.error
 import urllib.request
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,11 @@ def liquidatable_world(chain: DevChain, markets=("ETH",), margin: int = 1000):
 
 
 def keeper_liquidations(perp, trader: str) -> list[dict]:
-    return [dict(e["args"]) for e in perp.clearing_house.events.PositionLiquidated.get_logs(from_block=0)
-            if e["args"]["trader"] == trader]  # fmt: skip
+    return [
+        dict(e["args"])
+        for e in perp.clearing_house.events.PositionLiquidated.get_logs(from_block=0)
+        if e["args"]["trader"] == trader
+    ]
 
 
 def pending_in_pool(chain: DevChain, who: str) -> int:
@@ -71,8 +75,12 @@ def test_sigkill_between_send_and_receipt_then_restart_never_sends_twice(anvil, 
     trader = traders["ETH"]
     port = free_port()
     state = tmp_path / "state.sqlite"
-    cfg = write_config(tmp_path / "k.toml", keeper_config(
-        anvil.url, state, [perp_protocol(perp)], tx={"replace_after_blocks": 50}, http={"listen": f"127.0.0.1:{port}"}))  # fmt: skip
+    cfg = write_config(
+        tmp_path / "k.toml",
+        keeper_config(
+            anvil.url, state, [perp_protocol(perp)], tx={"replace_after_blocks": 50}, http={"listen": f"127.0.0.1:{port}"}
+        ),
+    )
     chain.set_automine(False)
     first = Daemon(cfg, tmp_path / "first.log").start()
     try:
@@ -105,8 +113,10 @@ def test_sigkill_between_send_and_receipt_then_restart_never_sends_twice(anvil, 
     assert len(keeper_liquidations(perp, trader)) == 1 and chain.nonce(KEEPER) == 1
 
 
-STUCK_TX_POLICY = {"tx": {"replace_after_blocks": 2, "fee_bump": "2"},
-                   "gas": {"max_fee_per_gas_gwei": "1000", "max_priority_fee_gwei": "50"}}  # fmt: skip
+STUCK_TX_POLICY = {
+    "tx": {"replace_after_blocks": 2, "fee_bump": "2"},
+    "gas": {"max_fee_per_gas_gwei": "1000", "max_priority_fee_gwei": "50"},
+}
 
 
 async def send_then_spike_base_fee(engine, log, chain: DevChain) -> dict:
@@ -160,20 +170,81 @@ async def test_stuck_liquidation_no_longer_valid_is_cancelled(anvil, tmp_path):
         sent = await send_then_spike_base_fee(engine, log, chain)
         # Meanwhile a rival with a generous fee liquidates the position.
         ch = perp.clearing_house
-        chain.w3.eth.send_transaction({"from": rival, "to": ch.address, "gas": 1_500_000, "maxFeePerGas": 1000 * GWEI,
-                                       "maxPriorityFeePerGas": 10 * GWEI,
-                                       "data": ch.functions.liquidate(perp.amm("ETH").address, trader)._encode_transaction_data()})  # fmt: skip
-        await mine_and_step_until(engine, chain, lambda: any(r["status"] == "cancelled" for r in log.events("tx_settled")), blocks=14)
+        chain.w3.eth.send_transaction(
+            {
+                "from": rival,
+                "to": ch.address,
+                "gas": 1_500_000,
+                "maxFeePerGas": 1000 * GWEI,
+                "maxPriorityFeePerGas": 10 * GWEI,
+                "data": ch.functions.liquidate(perp.amm("ETH").address, trader)._encode_transaction_data(),
+            }
+        )
+        await mine_and_step_until(
+            engine, chain, lambda: any(r["status"] == "cancelled" for r in log.events("tx_settled")), blocks=14
+        )
     finally:
         chain.set_automine(True)
         await engine.close()
-    assert log.events("tx_cancel_sent") and log.events("stuck_tx_no_longer_valid")
+    # the review re-simulated it at the bumped fees, found it would now revert, and chose a cancellation
+    assert log.events("tx_cancel_sent") and [r for r in log.events("tx_reviewed") if r["action"] == "cancel"]
     assert [e["liquidator"] for e in keeper_liquidations(perp, trader)] == [rival]
     (row,) = engine_journal(tmp_path)
     assert row["status"] == "cancelled" and row["kind"] == "cancel"
     cancel = chain.w3.eth.get_transaction(row["tx_hash"])
     assert cancel["to"] == KEEPER and cancel["value"] == 0 and cancel["nonce"] == sent["nonce"]
     assert chain.nonce(KEEPER) == sent["nonce"] + 1
+
+
+def keeper_pool(chain: DevChain) -> dict:
+    """The keeper's transactions in the node's pending pool, by nonce (hash and fees)."""
+    pending = chain.rpc("txpool_content")["pending"]
+    return next((txs for addr, txs in pending.items() if addr.lower() == KEEPER.lower()), {})
+
+
+async def test_stuck_liquidation_whose_bumped_fee_breaks_even_is_not_replaced(anvil, tmp_path):
+    """Sent, stuck, and the operator restarts with a higher min_profit: at its bumped fee the
+    liquidation no longer pays, so the review keeps it as it is — nothing is sent."""
+    chain = DevChain(anvil.url)
+    perp, traders = liquidatable_world(chain)
+    state = tmp_path / "k.sqlite"
+    engine, log = await start_engine(keeper_config(anvil.url, state, [perp_protocol(perp)], **STUCK_TX_POLICY))
+    try:
+        chain.set_automine(False)
+        await step(engine)
+        (sent,) = log.events("liquidation_sent")
+    finally:
+        await engine.close()
+    # min_profit such that break-even is the sent max fee: the bumped fee (×2) is far above it
+    min_profit = sent["expected_reward"] - sent["max_fee"] * sent["gas"] * sent["native_price"] // E
+    assert min_profit > 0
+    cfg = keeper_config(
+        anvil.url, state, [perp_protocol(perp)], profit={"min_profit": str(Decimal(min_profit) / E)}, **STUCK_TX_POLICY
+    )
+    engine, log = await start_engine(cfg)
+    try:
+        (reconciled,) = log.events("journal_reconciled")
+        assert reconciled["status"] == "pending"
+        chain.rpc("anvil_setNextBlockBaseFeePerGas", [hex(sent["max_fee"] * 4)])  # it stays stuck
+        chain.mine(STUCK_TX_POLICY["tx"]["replace_after_blocks"])
+        assert keeper_pool(chain) == {}  # the spiked base fee made anvil evict it
+        await step(engine)
+        offered = keeper_pool(chain)
+    finally:
+        chain.set_automine(True)
+        await engine.close()
+    (reviewed,) = log.events("tx_reviewed")
+    assert reviewed["action"] == "keep" and "replacement_unprofitable" in reviewed["reason"]
+    assert log.events("replacement_kept") and not log.events("tx_replaced") and not log.events("tx_cancel_sent")
+    # nothing new was signed: at most the original bytes are offered again (its nonce must not become a gap)
+    assert [tx["hash"] for tx in offered.values()] in ([], [sent["tx"]]) and chain.nonce(KEEPER) == 0
+    assert [a["action"] for a in attempts_of(state)] == ["send"]
+
+
+def attempts_of(db_path) -> list[dict]:
+    db = sqlite3.connect(db_path)
+    db.row_factory = sqlite3.Row
+    return [dict(r) for r in db.execute("SELECT * FROM tx_attempts ORDER BY id")]
 
 
 async def step_through_new_history(engine, chain: DevChain) -> None:
@@ -286,7 +357,12 @@ async def test_reorg_deeper_than_tracked_reindexes_from_start_and_reopens_lost_t
     trader, bob, carol = traders["ETH"], chain.accounts[5], chain.accounts[6]
     perp.fund_trader(carol, 101 * E)
     carol_open = perp.clearing_house.functions.openPosition(perp.amm("BTC").address, BUY, (100 * E,), (2 * E,), (0,))
-    carol_tx = {"from": carol, "to": perp.clearing_house.address, "data": carol_open._encode_transaction_data(), "gas": hex(2_000_000)}
+    carol_tx = {
+        "from": carol,
+        "to": perp.clearing_house.address,
+        "data": carol_open._encode_transaction_data(),
+        "gas": hex(2_000_000),
+    }
     fork_base = chain.block_number()
     engine, log = await start_engine(keeper_config(anvil.url, tmp_path / "k.sqlite", [perp_protocol(perp)]))
     adapter = engine.adapters[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import keeper.adapters  # noqa: F401 - registers the protocol kinds with keeper.config
 from keeper.config import ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,9 +33,12 @@ def test_example_config_is_valid():
 def test_env_overrides_nested_and_list_items():
     cfg = parse_config(
         example(),
-        environ={"KEEPER__GAS__MAX_FEE_PER_GAS_GWEI": "55", "KEEPER__PROTOCOLS__0__MIN_PROFIT": "2.5",
-                 "KEEPER__CHAIN__RPC_URLS": '["http://a:1", "http://b:2"]'},
-    )  # fmt: skip
+        environ={
+            "KEEPER__GAS__MAX_FEE_PER_GAS_GWEI": "55",
+            "KEEPER__PROTOCOLS__0__MIN_PROFIT": "2.5",
+            "KEEPER__CHAIN__RPC_URLS": '["http://a:1", "http://b:2"]',
+        },
+    )
     assert cfg.gas.max_fee_per_gas_gwei == Decimal(55)
     assert cfg.protocols[0].min_profit == Decimal("2.5")
     assert cfg.chain.rpc_urls == ["http://a:1", "http://b:2"]

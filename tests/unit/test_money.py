@@ -57,10 +57,11 @@ def test_replacement_bump_is_at_least_ten_percent_and_capped():
     assert b.max_fee_per_gas == 100 * GWEI and b.max_priority_fee_per_gas == 5 * GWEI
 
 
-def test_gas_limit_padding_and_ceiling():
+def test_gas_limit_padding_is_never_clipped_below_the_estimate():
     policy = FeePolicy(GasConfig(gas_limit_multiplier="1.3", gas_limit_extra=30_000, max_gas_limit=1_000_000))
-    assert policy.gas_limit(400_000) == 550_000
-    assert policy.gas_limit(900_000) == 1_000_000
+    assert policy.gas_limit(400_000) == 550_000 and policy.fits(550_000)
+    # 900k × 1.3 + 30k = 1.2M: above max_gas_limit it is not clipped (that could run out of gas): it does not fit
+    assert policy.gas_limit(900_000) == 1_200_000 and not policy.fits(1_200_000)
 
 
 @given(st.integers(21_000, 10**7), st.integers(1, 10**12), st.integers(1, 10**23))

@@ -1,4 +1,4 @@
-"""Pure perp risk maths: hand-computed cases, the RULES.md worked example, strict boundaries,
+"""Pure perp risk maths: hand-computed cases, the docs/PROTOCOLS.md §R.1 worked example, strict boundaries,
 and properties against exact rational arithmetic."""
 
 from __future__ import annotations
@@ -73,9 +73,7 @@ def test_output_price_reverts_like_contract():
 
 
 @settings(max_examples=300)
-@given(
-    st.integers(10**18, 10**30), st.integers(10**18, 10**30), st.integers(1, 10**28), st.sampled_from(list(pm.Dir))
-)
+@given(st.integers(10**18, 10**30), st.integers(10**18, 10**30), st.integers(1, 10**28), st.sampled_from(list(pm.Dir)))
 def test_output_price_brackets_the_exact_value(q, b, amount, direction):
     if direction == pm.Dir.REMOVE_FROM_AMM and amount >= b:
         return
@@ -153,8 +151,11 @@ def contract_twap(dir_base: pm.Dir, base: int, snaps: list[pm.Snapshot], now: in
 @settings(max_examples=300)
 @given(
     st.lists(st.tuples(st.integers(1, 10**27), st.integers(1, 10**24), st.integers(0, 400)), min_size=1, max_size=12),
-    st.integers(0, 2 * 10**23), st.sampled_from(list(pm.Dir)), st.integers(0, 3000), st.sampled_from([900, 0, 1]),
-)  # fmt: skip
+    st.integers(0, 2 * 10**23),
+    st.sampled_from(list(pm.Dir)),
+    st.integers(0, 3000),
+    st.sampled_from([900, 0, 1]),
+)
 def test_twap_terms_match_the_contract_walk(raw, base, direction, after_last, interval):
     snaps, ts = [], 0
     for i, (q, b, gap) in enumerate(raw):
@@ -174,7 +175,7 @@ def test_twap_terms_match_the_contract_walk(raw, base, direction, after_last, in
 
 
 def test_worked_example_10x_long_3000_to_2880_is_partial_with_1_25pct_reward():
-    """RULES.md §1: 10x long ETH at 3,000 → ETH at 2,880 → ratio ≈ 6 % → partial 25 %, keeper gets
+    """docs/PROTOCOLS.md §R.1: 10x long ETH at 3,000 → ETH at 2,880 → ratio ≈ 6 % → partial 25 %, keeper gets
     1.25 % of the closed notional with a 2.5 % liquidation fee."""
     q, b = 30_000_000 * E, 10_000 * E  # spot 3,000
     size = pm.input_price(pm.Dir.ADD_TO_AMM, 3000 * E, q, b)

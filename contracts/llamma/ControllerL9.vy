@@ -1,0 +1,127 @@
+# pragma version ~=0.4.3
+"""
+@title LlamaLend Controller — markets 9-10 (curve-stablecoin d91a4dba, Vyper 0.3.10)
+@notice Loans and hard liquidation of one LLAMMA market (logic in _controller_core.vy).
+        ABI specifics of this variant (market 8's plus the callback_bytes overloads of 4d2e9bc6):
+          * liquidate(user, min_x) -> 0xbcbaf487 (no use_eth anywhere)
+          * liquidate_extended(user, min_x, frac, callbacker, callback_args[, callback_bytes])
+            -> 0xfed9698c / 0xd28952fc
+          * borrowed_token(); no approve/approval; remove_collateral(collateral) only
+          * borrow_more_extended(collateral, debt, callbacker, args[, callback_bytes]): returns at
+            once for debt = 0, otherwise reverts (leverage is not part of the reference)
+        Rounding: debt is rounded up when more than one loan exists; d = debt * frac / 1e18 is
+        rounded down.
+"""
+
+from . import _controller_core as core
+
+initializes: core
+
+exports: (
+    core.factory,
+    core.amm,
+    core.collateral_token,
+    core.borrowed_token,
+    core.amm_price,
+    core.debt,
+    core.loan_exists,
+    core.total_debt,
+    core.max_borrowable,
+    core.calculate_debt_n1,
+    core.create_loan,
+    core.borrow_more,
+    core.add_collateral,
+    core.health,
+    core.users_to_liquidate,
+    core.user_state,
+    core.user_prices,
+    core.tokens_to_liquidate,
+    core.set_borrowing_discounts,
+    core.set_borrow_rate,
+    core.liquidation_discounts,
+    core.loans,
+    core.loan_ix,
+    core.n_loans,
+    core.minted,
+    core.redeemed,
+    core.liquidation_discount,
+    core.loan_discount,
+)
+
+
+@deploy
+def __init__(
+    collateral_token: address,
+    borrowed_token: address,
+    amm: address,
+    factory: address,
+    loan_discount: uint256,
+    liquidation_discount: uint256,
+):
+    """
+    @param loan_discount, liquidation_discount 1e18 based
+    """
+    core.__init__(collateral_token, borrowed_token, amm, factory, loan_discount, liquidation_discount, False, True, False)
+
+
+@external
+@nonreentrant
+def liquidate(user: address, min_x: uint256):
+    """
+    @notice Liquidate the whole loan of `user` (or self-liquidate / liquidate as an approved caller)
+    @param min_x Minimum borrowed tokens withdrawn from the user's bands (sandwich guard)
+    """
+    core._liquidate(user, min_x, 10**18, False, empty(address), [], b"")
+
+
+@external
+@nonreentrant
+def liquidate_extended(
+    user: address,
+    min_x: uint256,
+    frac: uint256,
+    callbacker: address,
+    callback_args: DynArray[uint256, 5],
+    callback_bytes: Bytes[10**4] = b"",
+):
+    """
+    @notice Liquidate the fraction `frac` (1e18 = 100%, capped) of the loan, optionally through a
+            callbacker that receives the collateral and returns (stablecoins, collateral)
+    """
+    core._liquidate(user, min_x, min(frac, 10**18), False, callbacker, callback_args, callback_bytes)
+
+
+@external
+@nonreentrant
+def repay(_d_debt: uint256, _for: address = msg.sender, max_active_band: int256 = max_value(int256)):
+    """
+    @notice Repay up to `_d_debt` (native units) of the loan of `_for`, paid by msg.sender
+    """
+    core._repay(_d_debt, _for, max_active_band, False)
+
+
+@external
+@nonreentrant
+def remove_collateral(collateral: uint256):
+    """
+    @notice Withdraw `collateral` (native units) from msg.sender's loan while it is not in soft liquidation
+    """
+    core._remove_collateral(collateral, msg.sender, False)
+
+
+@external
+@nonreentrant
+def borrow_more_extended(
+    collateral: uint256,
+    debt: uint256,
+    callbacker: address,
+    callback_args: DynArray[uint256, 5],
+    callback_bytes: Bytes[10**4] = b"",
+):
+    """
+    @notice Leverage entry point of the real contract: a no-op for debt = 0 (as there), otherwise
+            not supported by the reference
+    """
+    if debt == 0:
+        return
+    raise "reference: no leverage"
