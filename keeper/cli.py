@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--risky", action="store_true", help="only positions that are not healthy")
     sub.add_parser("check", help="check config, RPC, chain id, key and contract code")
     demo = sub.add_parser("demo", help="local end-to-end demo on an embedded anvil chain")
-    demo.add_argument("--workdir", default="demo-run", help="folder for the demo's config, state and logs")
+    demo.add_argument("--workdir", default="demo-run", help="folder for the demo's config, state and logs: a new or empty folder, or one an earlier demo made (anything else is refused, never deleted)")
     sub.add_parser("config-help", help="list every setting with default and help")
     return p
 

@@ -23,6 +23,7 @@ from pydantic import Field, model_validator
 
 from keeper.abi import Abi, abi, flat_decoder
 from keeper.adapters.base import Adapter
+from keeper.indexer import EventIndexer
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
@@ -234,7 +235,9 @@ class LlammaAdapter(Adapter):
         self.liquidatable: dict[tuple[str, str], Liquidatable] = {}
         self.inventory: dict[str, Inventory] = {}  # stablecoin → keeper balance/allowances
         self.scan_extra: dict[tuple[str, str], ScanExtra] = {}
-        self.cursor = -1
+        self.events = EventIndexer(
+            ctx.rpc, ctx.store, config.name, start_block=config.start_block, page_size=ctx.config.chain.log_page_size, log=self.log
+        )
         self.value_symbol = "stablecoin"
 
     # ---- start-up ------------------------------------------------------------------------------
@@ -287,12 +290,10 @@ class LlammaAdapter(Adapter):
         for market, account, data, _blk in self.ctx.store.load_positions(self.name):
             if market in self.mkts:
                 self.loans[(market, account)] = Loan(**{k: bool(v) if k == "soft" else int(v) for k, v in data.items()})
-        cur = self.ctx.store.cursor(self.name)
-        self.cursor = cur[0] if cur else self.cfg.start_block - 1
         if self.mkts:
             self.value_symbol = next(iter(self.mkts.values())).stable_symbol
         self.log.info(
-            "llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.cursor
+            "llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.events.cursor
         )
 
     async def _add_market(self, controller: str, amm_hint: str | None, stable_hint: str | None) -> None:
@@ -398,22 +399,15 @@ class LlammaAdapter(Adapter):
         await self._refresh(head)
 
     async def _index(self, head: Block) -> None:
-        controllers = list(self.mkts)
-        page = self.ctx.config.chain.log_page_size
-        start = self.cursor + 1
-        while start <= head.number and controllers:
-            end = min(head.number, start + page - 1)
-            logs = await self.ctx.rpc.get_logs(controllers, [WATCH_TOPICS], start, end)
-            for lg in logs:
-                c = to_checksum_address(lg["address"])
-                topic = lg["topics"][0]
-                # Liquidate(liquidator[i], user[i], ...): the user is the second indexed field.
-                user_topic = lg["topics"][2] if topic == LIQUIDATE_EV.topic0 else lg["topics"][1]
-                self.dirty.add((c, to_checksum_address("0x" + user_topic[-40:])))
-            self.cursor = end
-            start = end + 1
-        self.ctx.store.set_cursor(self.name, max(self.cursor, head.number), head.hash)
-        self.cursor = max(self.cursor, head.number)
+        await self.events.advance(head, list(self.mkts), [WATCH_TOPICS], self._mark_dirty)
+
+    def _mark_dirty(self, logs: list[dict]) -> None:
+        for lg in logs:
+            c = to_checksum_address(lg["address"])
+            topic = lg["topics"][0]
+            # Liquidate(liquidator[i], user[i], ...): the user is the second indexed field.
+            user_topic = lg["topics"][2] if topic == LIQUIDATE_EV.topic0 else lg["topics"][1]
+            self.dirty.add((c, to_checksum_address("0x" + user_topic[-40:])))
 
     async def _refresh(self, head: Block) -> None:
         mk = list(self.mkts.values())
@@ -450,7 +444,7 @@ class LlammaAdapter(Adapter):
             if debt == 0:
                 if self.loans.pop((c, u), None) is not None:
                     deletes.append((c, u))
-                    self.log.info("loan_closed", market=self.mkts[c].label, user=u)
+                    self.log.info("loan_closed", market=self.mkts[c].label, account=u)
                 continue
             prev = self.loans.get((c, u))
             self.loans[(c, u)] = Loan(collateral, x, debt, nb, ticks[0], ticks[1], prev.soft if prev else False)
@@ -467,7 +461,7 @@ class LlammaAdapter(Adapter):
                 self.log.info(
                     "loan_soft_liquidation_entered" if soft else "loan_soft_liquidation_left",
                     market=m.label,
-                    user=u,
+                    account=u,
                     n1=loan.n1,
                     n2=loan.n2,
                     active_band=m.active_band,
@@ -681,7 +675,7 @@ class LlammaAdapter(Adapter):
                     frac = frac * 9 // 10
                     pay = await self._pay_for(m, e.key.account, frac, head)
                 if not frac or pay is None or pay + pay // 100 > budget:
-                    self.log.info("liquidation_unaffordable", market=m.label, user=e.key.account, budget=budget)
+                    self.log.info("liquidation_unaffordable", market=m.label, account=e.key.account, budget=budget)
                     continue
             need = pay + pay // 100  # debt accrues until the tx lands; V3 rounds the repaid debt up
             reserved[m.stablecoin] = reserved.get(m.stablecoin, 0) + need
@@ -808,8 +802,13 @@ class LlammaAdapter(Adapter):
         return "reverted", "reverted (passes now)"
 
     async def rewind(self, block_number: int) -> None:
-        self.cursor = min(self.cursor, block_number)
+        self.events.rewind(block_number)
         self.dirty.update(self.loans)
+
+    def closeness(self, e: Evaluation) -> int | None:
+        """Full health (1e18; < 0 liquidatable): the scan's sort key."""
+        h = e.fields.get("health_full")
+        return h if isinstance(h, int) else None
 
 
 ADAPTER = LlammaAdapter

@@ -112,13 +112,13 @@ async def test_scenario_liquidates_exactly_users_to_liquidate_and_leaves_soft_lo
 async def test_soft_liquidation_is_logged_entering_and_leaving(world, tmp_path):
     m, users, arb = world
     _engine, log = await run_keeper(m, tmp_path, blocks=1)
-    entered = {r["user"] for r in log.events("loan_soft_liquidation_entered")}
+    entered = {r["account"] for r in log.events("loan_soft_liquidation_entered")}
     active = m.amm.functions.active_band().call()
     assert entered == {u for u in users if m.user_bands(u)[0] <= active}
     # price recovers: arbitrage converts the bands back
     m.lower_price_in_steps(m.oracle_price() * 115 // 100, 3, arb)
     _engine, log2 = await run_keeper(m, tmp_path, blocks=2)
-    assert {r["user"] for r in log2.events("loan_soft_liquidation_left")} == {
+    assert {r["account"] for r in log2.events("loan_soft_liquidation_left")} == {
         u for u in entered if m.user_bands(u)[0] > m.amm.functions.active_band().call()
     }
 

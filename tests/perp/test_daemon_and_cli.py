@@ -4,10 +4,10 @@ exit 0), a keeper on an anvil fork (origin unchanged), and the `scan` / `check` 
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import signal
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 
