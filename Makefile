@@ -37,6 +37,7 @@ $(ANVIL_STAMP): tools/package.json tools/package-lock.json
 
 contracts: setup
 	$(PY) -m keeper.devtools.compile
+	$(PY) -m keeper.devtools.solc
 
 demo: setup
 	$(VENV)/bin/keeper demo
@@ -49,6 +50,7 @@ lint: setup
 
 test: setup lint
 	$(PY) -m keeper.devtools.compile
+	$(PY) -m keeper.devtools.solc
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: setup

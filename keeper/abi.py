@@ -31,7 +31,7 @@ def canonical_type(param: dict) -> str:
     t = param["type"]
     if t.startswith("tuple"):
         inner = ",".join(canonical_type(c) for c in param["components"])
-        return f"({inner}){t[len('tuple'):]}"
+        return f"({inner}){t[len('tuple') :]}"
     return t
 
 
@@ -133,15 +133,6 @@ def abi(name: str) -> Abi:
     return Abi(name, json.loads(path.read_text()))
 
 
-def code_has_selector(code_hex: str, selector: bytes) -> bool:
-    """Whether runtime bytecode dispatches `selector` (a PUSH4 of it appears in the code).
-
-    Used to detect optional entry points (e.g. `liquidateWithSlippage` on v2.3 but not v2.2).
-    """
-    code = bytes.fromhex(code_hex[2:] if code_hex.startswith("0x") else code_hex)
-    return b"\x63" + selector in code
-
-
 def flat(value: Any) -> list:
     """Flatten nested tuples (Decimal structs, returned structs) into a flat list of scalars."""
     if isinstance(value, tuple | list):
@@ -155,25 +146,3 @@ def flat(value: Any) -> list:
 def flat_decoder(fn: Function):
     """Decoder for CallBatcher: answer bytes → flat list of the function's outputs."""
     return lambda data: flat(fn.decode(data))
-
-
-# Implementation slots of upgradeable proxies: EIP-1967, the pre-1967 zeppelinos proxy, EIP-1822.
-PROXY_IMPLEMENTATION_SLOTS = (
-    "0x360894a13ba1a3210667c828492db98dca3e2076cc3735a920a3ca505d382bbc",
-    "0x7050c9e0f4ca769c69bd3a8ef740bc37934f8e2c036e5a723fd8ee048ed3f8c3",
-    "0xc5f16f0fcc639fa48a6947836d9850f504798523bf8c9a3a87d5876cf622bcf7",
-)
-
-
-async def implementation_code(rpc, address: str) -> str:
-    """Runtime code that actually answers calls to `address`: the implementation's when `address`
-    is an upgradeable proxy (Perp v1's ClearingHouse on xDai is one), else its own."""
-    code = await rpc.get_code(address)
-    slots = await rpc.batch([("eth_getStorageAt", [address, slot, "latest"]) for slot in PROXY_IMPLEMENTATION_SLOTS])
-    for value in slots:
-        if isinstance(value, str) and int(value, 16) != 0:
-            impl = "0x" + value[-40:]
-            impl_code = await rpc.get_code(impl)
-            if impl_code not in ("0x", "", None):
-                return impl_code
-    return code

@@ -34,7 +34,9 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="keeper", description="Liquidation keeper for Perp v1 and LLAMMA markets.")
     p.add_argument("--version", action="version", version=f"keeper {__version__}")
-    p.add_argument("-c", "--config", default=os.environ.get("KEEPER_CONFIG", "keeper.toml"), help="TOML config (env KEEPER_CONFIG)")
+    p.add_argument(
+        "-c", "--config", default=os.environ.get("KEEPER_CONFIG", "keeper.toml"), help="TOML config (env KEEPER_CONFIG)"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--dry-run", action="store_true", help="evaluate and simulate, never send")
@@ -43,7 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--risky", action="store_true", help="only positions that are not healthy")
     sub.add_parser("check", help="check config, RPC, chain id, key and contract code")
     demo = sub.add_parser("demo", help="local end-to-end demo on an embedded anvil chain")
-    demo.add_argument("--workdir", default="demo-run", help="folder for the demo's config, state and logs: a new or empty folder, or one an earlier demo made (anything else is refused, never deleted)")
+    demo.add_argument(
+        "--workdir",
+        default="demo-run",
+        help="folder for the demo's config, state and logs: a new or empty folder, or one an earlier demo made (anything else is refused, never deleted)",
+    )
     sub.add_parser("config-help", help="list every setting with default and help")
     return p
 
@@ -200,7 +206,17 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
         if not prow:
             continue
         extra = columns[a.name]
-        headers = ["MARKET", "ACCOUNT", *[h for h, _, _ in extra], "STATUS", "ACTION", "EST REWARD", "EST COST", "EST PROFIT", "MIN PROFIT"]
+        headers = [
+            "MARKET",
+            "ACCOUNT",
+            *[h for h, _, _ in extra],
+            "STATUS",
+            "ACTION",
+            "EST REWARD",
+            "EST COST",
+            "EST PROFIT",
+            "MIN PROFIT",
+        ]
         table = [headers]
         for r in prow:
             table.append(

@@ -353,7 +353,10 @@ class Executor:
             aborted = isinstance(exc, SendAborted)  # never left the process (signing or journal failure)
             self.metrics.liquidations.labels(a.name, "aborted" if aborted else "rejected").inc()
             self.log.warning(
-                f"{event}_send_{'aborted' if aborted else 'rejected'}", protocol=a.name, market=label, account=d.plan.key.account,
+                f"{event}_send_{'aborted' if aborted else 'rejected'}",
+                protocol=a.name,
+                market=label,
+                account=d.plan.key.account,
                 reason=str(exc),
             )
             if self.alerts is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from eth_abi import decode as abi_decode
 from eth_utils import to_checksum_address
@@ -23,8 +23,8 @@ from pydantic import Field, model_validator
 
 from keeper.abi import Abi, abi, flat_decoder
 from keeper.adapters.base import Adapter
-from keeper.indexer import EventIndexer
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
+from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
 from keeper.risk import llamma as lm
@@ -215,6 +215,19 @@ class Inventory:
     allowance: dict[str, int] = field(default_factory=dict)
 
 
+def _loan_from_row(data: dict[str, Any]) -> Loan:
+    """A loan from the position index (big ints stored as strings)."""
+    return Loan(
+        collateral=int(data["collateral"]),
+        x=int(data["x"]),
+        debt=int(data["debt"]),
+        n_bands=int(data["n_bands"]),
+        n1=int(data["n1"]),
+        n2=int(data["n2"]),
+        soft=bool(data["soft"]),
+    )
+
+
 def _loan_row(loan: Loan) -> dict:
     """A loan as stored in the position index (big ints as strings)."""
     return {k: v if isinstance(v, bool) else str(v) for k, v in loan.__dict__.items()}
@@ -236,7 +249,12 @@ class LlammaAdapter(Adapter):
         self.inventory: dict[str, Inventory] = {}  # stablecoin → keeper balance/allowances
         self.scan_extra: dict[tuple[str, str], ScanExtra] = {}
         self.events = EventIndexer(
-            ctx.rpc, ctx.store, config.name, start_block=config.start_block, page_size=ctx.config.chain.log_page_size, log=self.log
+            ctx.rpc,
+            ctx.store,
+            config.name,
+            start_block=config.start_block,
+            page_size=ctx.config.chain.log_page_size,
+            log=self.log,
         )
         self.value_symbol = "stablecoin"
 
@@ -252,6 +270,7 @@ class LlammaAdapter(Adapter):
 
     async def _factory_markets(self) -> list[tuple[str, str | None]]:
         f = self.cfg.factory
+        assert f is not None  # called only when a factory is configured
         rpc = self.ctx.rpc
         try:
             n = CFACTORY.fn("n_collaterals").decode_one(await rpc.eth_call(f, CFACTORY.fn("n_collaterals").encode()))
@@ -262,7 +281,7 @@ class LlammaAdapter(Adapter):
         calls = [Call(f, fab.fn("controllers").encode(i), flat_decoder(fab.fn("controllers"))) for i in range(n)]
         calls += [Call(f, fab.fn("amms").encode(i), flat_decoder(fab.fn("amms"))) for i in range(n)]
         res = await self.ctx.calls.run(calls)
-        out = []
+        out: list[tuple[str, str | None]] = []
         for i in range(n):
             c, a = res[i], res[n + i]
             if isinstance(c, CallFailed):
@@ -289,11 +308,14 @@ class LlammaAdapter(Adapter):
             await self._add_market(controller, amm_hint, stable_hint)
         for market, account, data, _blk in self.ctx.store.load_positions(self.name):
             if market in self.mkts:
-                self.loans[(market, account)] = Loan(**{k: bool(v) if k == "soft" else int(v) for k, v in data.items()})
+                self.loans[(market, account)] = _loan_from_row(data)
         if self.mkts:
             self.value_symbol = next(iter(self.mkts.values())).stable_symbol
         self.log.info(
-            "llamma_started", markets={m.label: m.variant for m in self.mkts.values()}, loans=len(self.loans), cursor=self.events.cursor
+            "llamma_started",
+            markets={m.label: m.variant for m in self.mkts.values()},
+            loans=len(self.loans),
+            cursor=self.events.cursor,
         )
 
     async def _add_market(self, controller: str, amm_hint: str | None, stable_hint: str | None) -> None:
@@ -451,9 +473,10 @@ class LlammaAdapter(Adapter):
             changed.add((c, u))
         # Soft-liquidation transitions (n1 ≤ active band), logged once per change and persisted.
         for (c, u), loan in self.loans.items():
-            m = self.mkts.get(c)
-            if m is None:
+            market = self.mkts.get(c)
+            if market is None:
                 continue
+            m = market
             soft = lm.in_soft_liquidation(loan.n1, m.active_band)
             if soft != loan.soft:
                 loan.soft = soft
@@ -668,6 +691,8 @@ class LlammaAdapter(Adapter):
             liq = self.liquidatable[(e.key.market, e.key.account)]
             budget = self._budget(m) - reserved.get(m.stablecoin, 0)
             frac, pay = WAD, liq.pay_full
+            if pay is None:  # evaluate() makes no candidate without tokens_to_liquidate
+                continue
             if pay + pay // 100 > budget:
                 frac = lm.affordable_frac(pay + pay // 100, max(budget, 0), min_frac) or 0
                 pay = await self._pay_for(m, e.key.account, frac, head) if frac else None

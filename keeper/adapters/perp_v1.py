@@ -25,6 +25,7 @@ from keeper.abi import abi, flat, flat_decoder
 from keeper.adapters.base import Adapter
 from keeper.config import Address, Model, ProtocolConfig, Ratio
 from keeper.config import NonNegDec as _NonNegDec
+from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, revert_reason
 from keeper.risk import perp as pm
@@ -172,7 +173,14 @@ class PerpV1Adapter(Adapter):
         self.clear: dict[tuple[str, str], pm.Position] = {}  # positions found clearly healthy last block
         self.market_inputs: dict[str, tuple[int, int, int, int]] = {}  # amm → (quote, base, cpf, oracle) then
         self.dirty: set[tuple[str, str]] = set()
-        self.cursor: int = -1
+        self.events = EventIndexer(
+            ctx.rpc,
+            ctx.store,
+            config.name,
+            start_block=config.start_block,
+            page_size=ctx.config.chain.log_page_size,
+            log=self.log,
+        )
         self.last_rediscover = -1
         self.last_full_refresh = -1
         self.value_symbol = "quote"
@@ -202,8 +210,6 @@ class PerpV1Adapter(Adapter):
             self.positions[(market, account)] = pm.Position(
                 int(data["size"]), int(data["margin"]), int(data["open_notional"]), int(data["last_cpf"]), int(data["block"])
             )
-        cur = self.ctx.store.cursor(self.name)
-        self.cursor = cur[0] if cur else self.cfg.start_block - 1
         self.log.info(
             "perp_started",
             clearing_house=self.ch,
@@ -215,7 +221,7 @@ class PerpV1Adapter(Adapter):
             plr=self.params.plr,
             keeper_is_backstop=self.params.keeper_is_backstop,
             positions=len(self.positions),
-            cursor=self.cursor,
+            cursor=self.events.cursor,
         )
 
     def _param_calls(self) -> list[Call]:
@@ -389,28 +395,16 @@ class PerpV1Adapter(Adapter):
 
     async def _index_logs(self, head: Block) -> None:
         topics = [[POSITION_CHANGED.topic0, MARGIN_CHANGED.topic0, POSITION_SETTLED.topic0]]
-        page = self.ctx.config.chain.log_page_size
-        start = self.cursor + 1
-        while start <= head.number:
-            end = min(head.number, start + page - 1)
-            try:
-                logs = await self.ctx.rpc.get_logs(self.ch, topics, start, end)
-            except RpcError as exc:
-                if page > 1 and any(s in exc.message.lower() for s in ("range", "limit", "too many", "exceed", "size")):
-                    page = max(1, page // 2)
-                    self.log.info("log_page_reduced", page_size=page, error=exc.message)
-                    continue
-                raise
-            for lg in logs:
-                t0 = lg["topics"][0]
-                if t0 == POSITION_SETTLED.topic0:  # PositionSettled(amm, trader, ...)
-                    amm, trader = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
-                else:  # PositionChanged / MarginChanged (trader/sender, amm, ...)
-                    trader, amm = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
-                self.dirty.add((to_checksum_address(amm), to_checksum_address(trader)))
-            self.cursor = end
-            start = end + 1
-        self.ctx.store.set_cursor(self.name, self.cursor, head.hash)
+        await self.events.advance(head, self.ch, topics, self._mark_dirty)
+
+    def _mark_dirty(self, logs: list[dict]) -> None:
+        for lg in logs:
+            t0 = lg["topics"][0]
+            if t0 == POSITION_SETTLED.topic0:  # PositionSettled(amm, trader, ...)
+                amm, trader = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
+            else:  # PositionChanged / MarginChanged (trader/sender, amm, ...)
+                trader, amm = "0x" + lg["topics"][1][-40:], "0x" + lg["topics"][2][-40:]
+            self.dirty.add((to_checksum_address(amm), to_checksum_address(trader)))
 
     async def _refresh(self, head: Block) -> None:
         amms = list(self.info)
@@ -871,9 +865,14 @@ class PerpV1Adapter(Adapter):
             reason = getattr(exc, "reason", "") or exc.message
         return "reverted", reason or "reverted (passes now)"
 
+    def closeness(self, e: Evaluation) -> int | None:
+        """Effective margin ratio − maintenance (1e18; < 0 liquidatable): the scan's sort key."""
+        mr = e.fields.get("effective_mr")
+        return mr - self.params.mmr if isinstance(mr, int) else None
+
     async def rewind(self, block_number: int) -> None:
         """Re-index events after `block_number` and re-read every position they touch."""
-        self.cursor = min(self.cursor, block_number)
+        self.events.rewind(block_number)
         self.dirty.update(self.positions)
         for cache in self.snapshots.values():
             cache.items.clear()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
+from eth_utils import to_checksum_address
 from web3.contract import Contract
 from web3.logs import DISCARD
 
@@ -112,7 +113,7 @@ class LlammaDeployment:
         """Give `user` (any address) `amount` collateral: mint, or for WETH wrap the admin's ETH and transfer it."""
         if self.collateral_is_weth:
             admin = self.chain.admin
-            balance = self.chain.w3.eth.get_balance(admin)
+            balance = self.chain.w3.eth.get_balance(to_checksum_address(admin))
             if balance < amount + 10**18:  # keep gas money
                 self.chain.set_balance(admin, balance + amount + 10**18)
             self._tx(self.collateral.functions.deposit(), value=amount)
