@@ -74,6 +74,9 @@ class Evaluation:
     est_reward: int | None = None  # expected net value before gas, value token 1e18
     fields: dict[str, Any] = field(default_factory=dict)  # protocol-specific columns (ints/bools/str)
     reason: str = ""
+    # The adapter's own typed data for a candidate (a dataclass), handed back to its `confirm`: what
+    # the local evaluation decided, without round-tripping it through the display columns.
+    payload: object | None = None
 
 
 @dataclass

@@ -642,7 +642,7 @@ class LlammaAdapter(Adapter):
                 frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable
             )
             status = Status.FULL if frac == WAD else Status.PARTIAL
-            out.append(Evaluation(key, status, True, po.value, fields))
+            out.append(Evaluation(key, status, True, po.value, fields, payload=liq))
         return out
 
     async def prepare_scan(self, head: Block) -> None:
@@ -688,7 +688,9 @@ class LlammaAdapter(Adapter):
         by_controller: dict[str, list[tuple[Plan, int]]] = {}
         for e in sorted(candidates, key=lambda e: e.est_reward or 0, reverse=True):
             m = self.mkts[e.key.market]
-            liq = self.liquidatable[(e.key.market, e.key.account)]
+            liq = e.payload
+            if not isinstance(liq, Liquidatable):  # every candidate evaluate() makes carries its on-chain figures
+                continue
             budget = self._budget(m) - reserved.get(m.stablecoin, 0)
             frac, pay = WAD, liq.pay_full
             if pay is None:  # evaluate() makes no candidate without tokens_to_liquidate

@@ -124,6 +124,14 @@ class PerpV1Config(ProtocolConfig):
     )
 
 
+@dataclass(frozen=True)
+class PerpCandidate:
+    """A liquidatable position as the local maths saw it (Evaluation.payload), compared with the chain in confirm."""
+
+    ratios: pm.Ratios
+    liquidation: pm.Liquidation
+
+
 @dataclass
 class MarketInfo:
     amm: str
@@ -655,7 +663,7 @@ class PerpV1Adapter(Adapter):
             return Evaluation(key, kind, False, reward, fields, reason="market disabled by policy")
         if liq.needs_backstop:
             return Evaluation(key, Status.BAD_DEBT, False, reward, fields, reason="bad debt: only a backstop LP may liquidate")
-        return Evaluation(key, kind, True, reward, fields)
+        return Evaluation(key, kind, True, reward, fields, payload=PerpCandidate(r, liq))
 
     # ---- confirmation and plans ------------------------------------------------------------------
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
@@ -793,15 +801,17 @@ class PerpV1Adapter(Adapter):
 
     def _compare(self, e: Evaluation, reads: pm.ChainReads, d: pm.ChainDecision, kind: str, reward: int) -> None:
         """Log and count where the local evaluation disagrees with the chain (the chain wins)."""
-        f = e.fields
-        local = {
-            "margin_ratio": f.get("margin_ratio"),
-            "kind": f.get("kind", "none"),
+        c = e.payload
+        if not isinstance(c, PerpCandidate):  # every candidate evaluate() makes carries one
+            return
+        local: dict[str, object] = {
+            "margin_ratio": c.ratios.contract_mr,
+            "kind": "partial" if c.liquidation.partial else "full",
             "reward": e.est_reward or 0,
         }
         chain: dict[str, object] = {"margin_ratio": reads.margin_ratio, "kind": kind, "reward": reward}
         if reads.over_spread:
-            local["oracle_mr"], chain["oracle_mr"] = f.get("oracle_mr"), d.oracle_mr
+            local["oracle_mr"], chain["oracle_mr"] = c.ratios.oracle_mr, d.oracle_mr
         differs = sorted(n for n in chain if local[n] != chain[n])
         if not differs:
             return

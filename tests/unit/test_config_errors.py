@@ -6,7 +6,6 @@ checksums, overrides of unlisted markets, http.listen and state.path. Plus what 
 from __future__ import annotations
 
 import ast
-import os
 import subprocess
 import sys
 import tomllib
@@ -152,17 +151,6 @@ def test_state_folder_not_writable(tmp_path, monkeypatch):
     with pytest.raises(ConfigError) as info:
         parse_config(data, environ={})
     assert info.value.field == "state.path" and "not writable" in info.value.message
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
-def test_state_folder_not_writable_for_real(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir(mode=0o500)
-    data = example()
-    data["state"]["path"] = str(ro / "keeper.sqlite")
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, environ={})
-    assert info.value.field == "state.path"
 
 
 def test_accepted_forms(tmp_path):
