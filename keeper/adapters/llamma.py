@@ -374,7 +374,9 @@ class LlammaAdapter(Adapter):
             use_eth_abi=variant.use_eth_abi,
             ceil_frac=variant.ceil_frac,
         )
-        self.log.info("market_added", controller=controller, amm=amm, label=label, variant=variant.name, collateral_decimals=dec)
+        self.log.info(
+            "market_added", market=label, market_address=controller, amm=amm, variant=variant.name, collateral_decimals=dec
+        )
 
     def markets(self) -> list[str]:
         return list(self.mkts)

@@ -340,8 +340,8 @@ class PerpV1Adapter(Adapter):
                     mode, source, threshold = self._lockout_rule(mi)
                     self.log.info(
                         "market_added",
-                        amm=a,
-                        label=mi.label,
+                        market=mi.label,
+                        market_address=a,
                         quote=mi.quote_symbol,
                         lockout=mode,
                         lockout_source=source,
@@ -349,7 +349,7 @@ class PerpV1Adapter(Adapter):
                     )
         for a in list(self.info):
             if a not in amms:
-                self.log.info("market_removed", amm=a)
+                self.log.info("market_removed", market_address=a)
                 del self.info[a]
         self.last_rediscover = head.number
 
@@ -441,7 +441,7 @@ class PerpV1Adapter(Adapter):
         off = 4 * len(amms)
         for a, r in zip(switched, res[off : off + len(switched)], strict=True):
             if not isinstance(r, CallFailed) and r[0] != self.info[a].onchain_lockout_ratio:
-                self.log.info("lockout_switch_changed", amm=a, market=self.info[a].label, ratio=r[0])
+                self.log.info("lockout_switch_changed", market_address=a, market=self.info[a].label, ratio=r[0])
                 self.info[a].onchain_lockout_ratio = r[0]
         off += len(switched)
         self._apply_params(res[off : off + 4])
@@ -451,7 +451,7 @@ class PerpV1Adapter(Adapter):
             reserve, price, cpf, length = res[4 * i : 4 * i + 4]
             failed = next((r for r in (reserve, price, cpf, length) if isinstance(r, CallFailed)), None)
             if failed is not None:
-                self.log.warning("market_read_failed", amm=a, error=failed.reason)
+                self.log.warning("market_read_failed", market_address=a, error=failed.reason)
                 self.states.pop(a, None)
                 continue
             new_lengths[a] = (reserve[0], reserve[1], price[0], cpf[0], length[0])

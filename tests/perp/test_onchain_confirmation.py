@@ -146,7 +146,7 @@ async def test_default_config_honours_the_5_percent_lockout(perp, accounts, tmp_
 
     assert perp.chain.nonce(KEEPER) == nonce0 and not log.events("liquidation_sent")
     assert [r["status"] for r in log.events("position_status") if r["account"] == alice][-1] == "lockout"
-    (added,) = [r for r in log.events("market_added") if r["label"] == "ETH"]
+    (added,) = [r for r in log.events("market_added") if r["market"] == "ETH"]
     assert added["lockout"] == "on" and added["lockout_threshold"] == 5 * E // 100
 
     _engine, log = await run(perp, tmp_path, lockout="off")

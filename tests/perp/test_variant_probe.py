@@ -127,7 +127,7 @@ async def test_lockout_auto_without_switch_acts_as_on(perp):
     adapter, rpc, _head = await open_adapter(perp.chain.url, perp_protocol(perp, lockout="auto"))
     try:
         eth = to_checksum_address(perp.amm("ETH").address)
-        added = {r["amm"]: r for r in adapter.ctx.log.events("market_added")}
+        added = {r["market_address"]: r for r in adapter.ctx.log.events("market_added")}
         assert added[eth]["lockout"] == "auto" and added[eth]["lockout_source"] == "contract switch"
         assert adapter._lockout_threshold(adapter.info[eth]) is None  # the switch is at 0: off
         perp.set_lockout("ETH", 7 * 10**16)
