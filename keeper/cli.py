@@ -195,7 +195,7 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
     columns: dict[str, list[tuple[str, str, str]]] = {}
     for a in keeper.adapters:
         columns[a.name] = a.scan_columns()
-        kinds[a.name] = {f: k for _, f, k in columns[a.name]} | SCAN_AMOUNTS
+        kinds[a.name] = a.field_units() | {f: k for _, f, k in columns[a.name]} | SCAN_AMOUNTS
     if as_json:
         out = [{k: _json_value(v, kinds.get(r["protocol"], {}).get(k)) for k, v in r.items()} for r in rows]
         print(json.dumps({"block": head.number, "keeper": keeper.keeper_address, "positions": out}, indent=1))

@@ -100,6 +100,11 @@ class Adapter(ABC):
         format one of 'str', 'ratio' (1e18 → %), 'amount' (1e18 → decimal), 'int', 'bool'."""
         return []
 
+    def field_units(self) -> dict[str, str]:
+        """Units of the Evaluation.fields beyond the scan columns, for exact machine output: field →
+        'amount' (1e18 → token units) or 'ratio' (1e18 → fraction). Unlisted ints stay integers."""
+        return {}
+
     def markets(self) -> list[str]:
         return []
 

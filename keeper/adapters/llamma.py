@@ -417,6 +417,10 @@ class LlammaAdapter(Adapter):
             ("TO PAY", "pay", "amount"),
         ]
 
+    def field_units(self) -> dict[str, str]:
+        """`y` and `receive_y` stay integers in the collateral's own base units (its decimals vary)."""
+        return {"receive_x": "amount", "health": "ratio", "frac": "ratio"}
+
     # ---- per block -------------------------------------------------------------------------------
     async def sync(self, head: Block) -> None:
         await self._index(head)

@@ -391,6 +391,10 @@ class PerpV1Adapter(Adapter):
             ("EFF MR", "effective_mr", "ratio"),
         ]
 
+    def field_units(self) -> dict[str, str]:
+        amounts = ("margin", "open_notional", "quote", "fee", "bad_debt", "base_closed")
+        return {f: "amount" for f in amounts} | {"margin_ratio": "ratio", "deviation": "ratio"}
+
     # ---- per block -------------------------------------------------------------------------------
     async def sync(self, head: Block) -> None:
         if self.cfg.markets == [] and head.number - self.last_rediscover >= self.cfg.rediscover_every:
