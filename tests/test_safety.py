@@ -160,7 +160,9 @@ def test_scan_evaluates_as_the_keeper_and_shows_what_the_daemon_would_do(anvil, 
     (row,) = [r for r in out["positions"] if r["account"] == trader]
     assert row["status"] in ("partial", "full") and row["action"] == row["status"]
     assert isinstance(row["est_reward"], str) and isinstance(row["est_cost"], str) and row["min_profit"] == "0"
-    assert row["margin"] == "1000" and isinstance(row["quote"], str) and isinstance(row["margin_ratio"], str)  # token units, exact
+    assert (
+        row["margin"] == "1000" and isinstance(row["quote"], str) and isinstance(row["margin_ratio"], str)
+    )  # token units, exact
     assert out["positions"][0]["account"] == trader  # the liquidatable position first
 
 

@@ -237,12 +237,14 @@ class WebhookReceiver:
         return [r["json"].get("kind") for r in list(self.received)]
 
 
-def wait_landed(daemon: Daemon, w: World, n: int, timeout: float = 30) -> None:
-    """Until the daemon has logged `n` liquidation_landed (it settles receipts on the next blocks)."""
+def wait_landed(daemon: Daemon, w: World, n: int, timeout: float = 30, accounts: set[str] | None = None) -> None:
+    """Until the daemon has logged `n` liquidation_landed (it settles receipts on the next blocks), and one
+    for each of `accounts` (a partially liquidated position can land twice before another lands once)."""
 
     def landed() -> bool:
         w.chain.mine()
-        return len(daemon.events("liquidation_landed")) >= n
+        rows = daemon.events("liquidation_landed")
+        return len(rows) >= n and (accounts is None or accounts <= {r["account"] for r in rows})
 
     daemon.wait_for(landed, timeout=timeout, what=f"{n} liquidation_landed")
 
@@ -318,7 +320,7 @@ def test_daemon_survives_a_node_restart_from_its_dump_and_liquidates_afterwards(
         daemon.wait_for(lambda: w.all_liquidated(under, after_restart), timeout=60, what="liquidations after the restart")
         liqs = w.keeper_liquidations(after_restart)
         assert liqs and all(x["block"] > after_restart for x in liqs)
-        wait_landed(daemon, w, len(under))
+        wait_landed(daemon, w, len(under), accounts={t for _, t in under})
         assert {r["account"] for r in daemon.events("liquidation_landed")} >= {t for _, t in under}
         assert not daemon.events("block_failed")
         assert daemon.proc.pid == pid
