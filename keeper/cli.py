@@ -23,6 +23,7 @@ from typing import Any
 
 import keeper.adapters  # noqa: F401 - registers the protocol kinds with keeper.config
 from keeper import __version__
+from keeper.commands import command_modules
 from keeper.config import ConfigError, KeeperConfig, iter_help, iter_protocol_help, load_config
 from keeper.keys import KeyLoadError
 from keeper.log import configure_logging, get_logger
@@ -51,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         help="folder for the demo's config, state and logs: a new or empty folder, or one an earlier demo made (anything else is refused, never deleted)",
     )
     sub.add_parser("config-help", help="list every setting with default and help")
+    for mod in command_modules():
+        mod.add_arguments(sub.add_parser(mod.NAME, help=mod.HELP))
     return p
 
 
@@ -74,6 +77,9 @@ def _config_help() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    extra = {mod.NAME: mod for mod in command_modules()}
+    if args.command in extra:
+        return int(extra[args.command].run(args))
     if args.command == "config-help":
         _config_help()
         return EXIT_OK

@@ -26,6 +26,7 @@ from keeper.heads import HeadWatcher
 from keeper.keys import KeyLoadError, load_signer
 from keeper.log import get_logger
 from keeper.metrics import Metrics
+from keeper.monitors import build_monitors
 from keeper.multicall import CallBatcher
 from keeper.pipeline import Pipeline
 from keeper.pricing import PriceUnavailable
@@ -144,7 +145,8 @@ class Daemon:
         self.alerts = alerts
         self._lock = lock
         self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, alerts, store, txs)
-        self.pipeline = Pipeline(self.adapters, self.executor, log, metrics)
+        monitors = build_monitors(cfg, rpc=self.rpc, adapters=self.adapters, alerts=alerts, metrics=metrics, log=log)
+        self.pipeline = Pipeline(self.adapters, self.executor, log, metrics, monitors)
         self.reorgs = ReorgTracker(self.rpc, store, log)
         self.heads = HeadWatcher(cfg.chain.ws_url, log, timeout=cfg.chain.request_timeout)
         self.min_balance = to_units(cfg.alerts.min_balance_eth, 18)

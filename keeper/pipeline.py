@@ -12,14 +12,18 @@ from typing import Any
 from keeper.adapters.base import Adapter
 from keeper.execution import Decision, Executor
 from keeper.metrics import Metrics
+from keeper.monitors import Monitor
 from keeper.types import Block, Evaluation, PositionKey, Status
 
 NEEDS_APPROVAL = "needs-approval"
 
 
 class Pipeline:
-    def __init__(self, adapters: list[Adapter], executor: Executor, log: Any, metrics: Metrics) -> None:
+    def __init__(
+        self, adapters: list[Adapter], executor: Executor, log: Any, metrics: Metrics, monitors: list[Monitor] | None = None
+    ) -> None:
         self.adapters = adapters
+        self.monitors = monitors or []
         self.executor = executor
         self.log = log
         self.metrics = metrics
@@ -38,12 +42,23 @@ class Pipeline:
                 continue
             evals = a.evaluate(head)
             self._track_statuses(a, evals, head)
+            await self._observe(a, evals, head)
             ready = [e for e in evals if e.candidate and not self.executor.blocked(e.key, head)]
             candidates = self._best_candidates(a, ready)
             if not candidates:
                 continue
             plans = await a.confirm(candidates, head)
             await self.executor.execute(a, plans, head)
+
+    async def _observe(self, a: Adapter, evals: list[Evaluation], head: Block) -> None:
+        """Hand the evaluations to every monitor; a failing monitor is logged, never fails the block."""
+        for m in self.monitors:
+            try:
+                await m.observe(a, evals, head)
+            except Exception as exc:  # noqa: BLE001 - monitors only look
+                self.log.error(
+                    "monitor_failed", monitor=m.name, protocol=a.name, block=head.number, error=f"{type(exc).__name__}: {exc}"
+                )
 
     def _best_candidates(self, a: Adapter, candidates: list[Evaluation]) -> list[Evaluation]:
         """Per market, only the candidates this block can act on: the best by expected reward, twice
