@@ -257,9 +257,9 @@ class Probe:
         self.section = "other"
         self._wrap_async(self.adapter, "sync", "sync")
         self._wrap_async(self.adapter, "confirm", "confirm")
-        self._wrap_async(engine, "_execute", "simulate")
+        self._wrap_async(engine.executor, "execute", "simulate")
         self._wrap(self.adapter, "evaluate", "evaluate")
-        self._wrap(engine, "_track_statuses", "evaluate")
+        self._wrap(engine.pipeline, "_track_statuses", "evaluate")
         run = engine.calls.run
 
         async def counted_run(calls, *args, **kw):
