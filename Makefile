@@ -8,7 +8,7 @@ ANVIL_STAMP := tools/node_modules/.installed
 # Parallel test workers; the suite's chain tests each start their own anvil on a free port.
 TEST_WORKERS ?= 3
 
-.PHONY: setup demo test lint bench clean contracts check-tools
+.PHONY: setup demo test lint bench clean contracts check-tools sandbox
 
 setup: $(STAMP) $(ANVIL_STAMP)
 
@@ -41,6 +41,11 @@ contracts: setup
 
 demo: setup
 	$(VENV)/bin/keeper demo
+
+# A local chain with the reference protocols that stays up (README "Sandbox"); Ctrl-C saves it to
+# sandbox/chain-state.json, `make sandbox SANDBOX_ARGS=--resume` continues it.
+sandbox: setup
+	$(VENV)/bin/keeper sandbox $(SANDBOX_ARGS)
 
 # Style and types: ruff (lint + format) and mypy, config in pyproject.toml. `make test` runs it first.
 lint: setup

@@ -1,7 +1,8 @@
 """`keeper` command line.
 
     keeper [-c CONFIG] run [--dry-run]      the daemon: per new block index, refresh, evaluate, liquidate
-    keeper [-c CONFIG] scan [--json] [--risky]  one-shot table of every indexed position
+    keeper [-c CONFIG] run --monitor-only   no key: evaluate, alert, metrics (watchlist, monitors), never send
+    keeper [-c CONFIG] scan [--json] [--risky] [--adl]  one-shot table of every indexed position (+ ADL ranking)
     keeper [-c CONFIG] check                config, connectivity, chain id, key, code at every address
     keeper demo                             local anvil + reference protocols + crash + the real daemon
     keeper config-help                      every setting with its default and help
@@ -41,9 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("--dry-run", action="store_true", help="evaluate and simulate, never send")
+    run.add_argument(
+        "--monitor-only",
+        action="store_true",
+        help="no key needed: evaluate, alert and export metrics (watchlist, monitors); never confirm, simulate or send",
+    )
     scan = sub.add_parser("scan", help="one-shot table of positions")
     scan.add_argument("--json", action="store_true", help="JSON output")
     scan.add_argument("--risky", action="store_true", help="only positions that are not healthy")
+    scan.add_argument("--adl", action="store_true", help="add the ADL ranking of perp positions (a monitor: Perp v1 has no ADL)")
     sub.add_parser("check", help="check config, RPC, chain id, key and contract code")
     demo = sub.add_parser("demo", help="local end-to-end demo on an embedded anvil chain")
     demo.add_argument(
@@ -101,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(cfg.log.level, cfg.log.format)
     try:
         if args.command == "run":
-            return asyncio.run(_run(cfg, args.dry_run))
+            return asyncio.run(_run(cfg, args.dry_run, args.monitor_only))
         if args.command == "scan":
-            return asyncio.run(_scan(cfg, args.json, args.risky))
+            return asyncio.run(_scan(cfg, args.json, args.risky, args.adl))
         if args.command == "check":
             return asyncio.run(_check(cfg))
     except KeyLoadError as exc:
@@ -114,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG  # pragma: no cover
 
 
-async def _run(cfg: KeeperConfig, dry_run: bool) -> int:
+async def _run(cfg: KeeperConfig, dry_run: bool, monitor_only: bool = False) -> int:
     from keeper.daemon import Daemon, StartupError  # noqa: PLC0415 - heavy imports only for the commands that need them
     from keeper.statelock import StateLocked  # noqa: PLC0415
 
     try:
-        daemon = await Daemon.open(cfg, dry_run=dry_run, log=get_logger())
+        daemon = await Daemon.open(cfg, dry_run=dry_run, monitor_only=monitor_only, log=get_logger())
     except StartupError as exc:
         _err(f"startup check failed: {exc}")
         return EXIT_FAILURE
@@ -149,7 +156,7 @@ async def _run(cfg: KeeperConfig, dry_run: bool) -> int:
         daemon.log.warning("shutdown_timeout", seconds=cfg.shutdown_timeout, note="in-flight block abandoned; journal is durable")
     if runner is not None:
         await runner.cleanup()
-    daemon.log.info("keeper_stopped", dry_run=daemon.dry_run, **daemon.store.summary())
+    daemon.log.info("keeper_stopped", dry_run=daemon.dry_run, monitor_only=daemon.monitor_only, **daemon.store.summary())
     await daemon.close()
     return EXIT_OK
 
@@ -182,7 +189,7 @@ def _json_value(v: Any, kind: str | None) -> Any:
 SCAN_AMOUNTS = {"est_reward": "amount", "est_cost": "amount", "est_profit": "amount", "min_profit": "amount"}
 
 
-async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
+async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False) -> int:
     from keeper.daemon import ReadOnlyKeeper, StartupError  # noqa: PLC0415
 
     try:
@@ -195,13 +202,19 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
     finally:
         await keeper.close()
     head = keeper.head
+    ranked: list[Any] = []
+    adl_units: dict[str, str] = {}
+    if adl:
+        from keeper.monitors.insurance import ADL_UNITS, add_adl_fields  # noqa: PLC0415 - docs/PROTOCOLS.md §I
+
+        ranked, adl_units = add_adl_fields(keeper.adapters, rows), ADL_UNITS
     if risky:
         rows = [r for r in rows if r["status"] != "healthy"]
     kinds: dict[str, dict[str, str]] = {}
     columns: dict[str, list[tuple[str, str, str]]] = {}
     for a in keeper.adapters:
         columns[a.name] = a.scan_columns()
-        kinds[a.name] = a.field_units() | {f: k for _, f, k in columns[a.name]} | SCAN_AMOUNTS
+        kinds[a.name] = a.field_units() | {f: k for _, f, k in columns[a.name]} | SCAN_AMOUNTS | adl_units
     if as_json:
         out = [{k: _json_value(v, kinds.get(r["protocol"], {}).get(k)) for k, v in r.items()} for r in rows]
         print(json.dumps({"block": head.number, "keeper": keeper.keeper_address, "positions": out}, indent=1))
@@ -245,6 +258,10 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool) -> int:
         notes = [r for r in prow if r["status"] not in ("healthy", "partial", "full") and r.get("reason")]
         for r in notes:
             print(f"  {_short(r['account'])}: {r['status']}: {r['reason']}")
+    if adl:
+        from keeper.monitors.insurance import adl_table  # noqa: PLC0415
+
+        print("\n".join(adl_table(ranked)))
     return EXIT_OK
 
 

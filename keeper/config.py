@@ -25,9 +25,20 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types
 from eth_utils import is_address, is_checksum_address, to_checksum_address
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
+from keeper.presets import PRESETS, Preset, protocol_table
 from keeper.units import to_decimal
 
 ENV_PREFIX = "KEEPER__"
@@ -349,10 +360,72 @@ class LogConfig(Model):
     format: Literal["auto", "json", "console"] = Field("auto", description="'auto': JSON unless stderr is a terminal.")
 
 
+def _watch_accounts(v: Any) -> Any:
+    """`"all"` or a list of addresses (each checked like every address setting)."""
+    if v == "all":
+        return v
+    if not isinstance(v, list):
+        raise ValueError('expected a list of addresses or "all"')
+    out = []
+    for i, a in enumerate(v):
+        try:
+            out.append(_address(a))
+        except ValueError as exc:
+            raise ValueError(f"item {i} ({a!r}): {exc}") from None
+    return out
+
+
+class WatchConfig(Model):
+    """The watchlist (README "Watchlist"): alerts and metrics per watched position, never a send."""
+
+    enabled: bool = Field(True, description="Set false to keep the section without watching anything.")
+    accounts: Annotated[list[str] | Literal["all"], BeforeValidator(_watch_accounts), Human('list of address | "all"')] = Field(
+        default_factory=list, description='Position owners to watch, or "all" (every indexed position).'
+    )
+    thresholds: list[Ratio] = Field(
+        default_factory=lambda: ["0.8", "0.9"],
+        validate_default=True,
+        description="Risk-usage levels that alert once when crossed upwards (1.0 = the liquidation threshold; perp: "
+        "maintenance ÷ effective margin ratio, LLAMMA: 1/(1 + health)).",
+    )
+    hysteresis: Ratio = Field(
+        Decimal("0.02"), description="How far below a crossed level the value must drop before it clears (no flapping)."
+    )
+    soft_liquidation: bool = Field(True, description="LLAMMA: alert when a watched loan enters soft liquidation.")
+    converted_share: Ratio | None = Field(
+        None, description="LLAMMA: alert when this share of a watched loan's collateral is converted (0.5 = 50 %)."
+    )
+    health_below: Ratio | None = Field(None, description="LLAMMA: alert when a watched loan's full health is at or below this.")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _levels(cls, v: list[Decimal]) -> list[Decimal]:
+        for i, t in enumerate(v):
+            if t <= 0:
+                raise ValueError(f"item {i} ({t}): must be > 0")
+            if i and t <= v[i - 1]:
+                raise ValueError(f"item {i} ({t}): levels must be strictly increasing")
+        return v
+
+    @field_validator("hysteresis")
+    @classmethod
+    def _below_levels(cls, v: Decimal, info: ValidationInfo) -> Decimal:
+        levels = info.data.get("thresholds") or []
+        if levels and v >= levels[0]:
+            raise ValueError(f"must be smaller than the lowest threshold ({levels[0]}), or that level could never clear")
+        return v
+
+
 class ProtocolConfig(Model):
     """Fields every protocol section has; adapters extend it with their own."""
 
     kind: str = Field(description="Adapter kind, e.g. 'perp_v1' or 'llamma'.")
+    preset: str | None = Field(
+        None,
+        description="A real deployment (keeper/presets.py: crvusd-ethereum, llamalend-ethereum, llamalend-arbitrum, "
+        "perp-v1-xdai): fills kind, addresses, start_block, name and native_price (unless [pricing] is set); chain.chain_id "
+        "must be its chain's (filled in when absent); every key set beside it overrides the preset.",
+    )
     name: str = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$", description="Label used in logs and metrics.")
     enabled: bool = Field(True, description="Set false to keep a section in the file without running it.")
     start_block: int = Field(0, ge=0, description="First block to index events from.")
@@ -388,6 +461,9 @@ class KeeperConfig(Model):
     http: HttpConfig = Field(default_factory=lambda: HttpConfig.model_validate({}))
     alerts: AlertsConfig = Field(default_factory=lambda: AlertsConfig.model_validate({}))
     log: LogConfig = Field(default_factory=lambda: LogConfig.model_validate({}))
+    watch: WatchConfig = Field(
+        default_factory=lambda: WatchConfig.model_validate({}), description="Watchlist alerts ([watch], README)."
+    )
     dry_run: bool = Field(False, description="Evaluate and simulate but never send (also `--dry-run`).")
     shutdown_timeout: float = Field(
         20.0, gt=0, description="Seconds to finish the current block after SIGTERM/SIGINT before exiting anyway."
@@ -505,10 +581,17 @@ def parse_config(
     raw_protocols = data.pop("protocols", []) or []
     if not isinstance(raw_protocols, list):
         raise ConfigError("protocols", "must be a list of [[protocols]] tables")
+    raw_protocols, presets = _apply_presets(raw_protocols, data)
     try:
         base = KeeperConfig.model_validate(data)
     except ValidationError as exc:
         raise _first_error(exc) from None
+    for i, p in presets:
+        if base.chain.chain_id != p.chain_id:
+            raise ConfigError(
+                f"protocols[{i}].preset",
+                f"preset {p.name!r} is a deployment on chain id {p.chain_id}, but chain.chain_id = {base.chain.chain_id}",
+            )
     known = dict(kinds) if kinds is not None else dict(_PROTOCOL_KINDS)
     protocols: list[ProtocolConfig] = []
     for i, raw in enumerate(raw_protocols):
@@ -546,6 +629,32 @@ def parse_config(
                 f"(or a chainlink feed), or native_price on every enabled protocol (missing on {names_})",
             )
     return base.model_copy(update={"protocols": protocols})
+
+
+def _apply_presets(raw_protocols: list, data: dict) -> tuple[list, list[tuple[int, Preset]]]:
+    """Expand `preset = "NAME"` in [[protocols]] tables (keeper/presets.py); fill chain.chain_id from the first
+    preset when the file has none. Returns the expanded tables and (index, preset) of each table that named one."""
+    out: list = []
+    used: list[tuple[int, Preset]] = []
+    for i, raw in enumerate(raw_protocols):
+        name = raw.get("preset") if isinstance(raw, dict) else None
+        if name is None:
+            out.append(raw)
+            continue
+        where = f"protocols[{i}].preset"
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ConfigError(where, f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})")
+        p = PRESETS[name]
+        if "kind" in raw and raw["kind"] != p.protocol.get("kind"):
+            raise ConfigError(
+                f"protocols[{i}].kind", f"preset {name!r} is a {p.protocol.get('kind')!r} deployment, not {raw['kind']!r}"
+            )
+        out.append(protocol_table(p, raw, has_pricing=data.get("pricing") is not None))
+        used.append((i, p))
+    chain = data.get("chain")
+    if used and isinstance(chain, dict) and "chain_id" not in chain:
+        chain["chain_id"] = used[0][1].chain_id
+    return out, used
 
 
 def _check_overrides(protocol: ProtocolConfig, where: str) -> None:

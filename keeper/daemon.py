@@ -6,6 +6,8 @@ What each command is built with decides what it can do, not a flag checked somew
 - `keeper run --dry-run`, `scan`, `check`: the keeper's ADDRESS only (from the key, or `key.address`),
   an in-memory copy of the state file (opened read-only; nothing on disk is created or written), and
   no Sender: nothing below them can sign or send.
+- `keeper run --monitor-only`, `keeper watch`: no key at all (`monitor_address`), the state as in dry-run,
+  no Sender, and the pipeline stops after the monitors (no confirmation or simulation either).
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ from keeper.types import Block
 from keeper.units import WAD, to_units
 
 JOURNAL_RECHECK_BLOCKS = 1024  # after a history replacement, journal rows mined this recently are re-checked
+
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+def monitor_address(cfg: KeeperConfig) -> str:
+    """The address a monitor-only keeper (`keeper run --monitor-only`, `keeper watch`) reads as: `key.address`
+    when set, else the zero address. No key material is read: nothing can be signed."""
+    return cfg.key.address or ZERO_ADDRESS
 
 
 class StartupError(Exception):
@@ -131,6 +142,7 @@ class Daemon:
         alerts: Alerter,
         lock: Any,
         balance_wei: int | None,
+        monitor_only: bool = False,
     ) -> None:
         self.cfg = cfg
         self.log = log
@@ -146,7 +158,8 @@ class Daemon:
         self._lock = lock
         self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, alerts, store, txs)
         monitors = build_monitors(cfg, rpc=self.rpc, adapters=self.adapters, alerts=alerts, metrics=metrics, log=log)
-        self.pipeline = Pipeline(self.adapters, self.executor, log, metrics, monitors)
+        self.monitor_only = monitor_only
+        self.pipeline = Pipeline(self.adapters, self.executor, log, metrics, monitors, monitor_only=monitor_only)
         self.reorgs = ReorgTracker(self.rpc, store, log)
         self.heads = HeadWatcher(cfg.chain.ws_url, log, timeout=cfg.chain.request_timeout)
         self.min_balance = to_units(cfg.alerts.min_balance_eth, 18)
@@ -160,10 +173,12 @@ class Daemon:
 
     # ---- construction ---------------------------------------------------------------------------------
     @classmethod
-    async def open(cls, cfg: KeeperConfig, *, dry_run: bool = False, log: Any = None) -> Daemon:
-        """Startup checks and a fully built daemon. Raises StartupError (exit 1) or KeyLoadError (exit 2)."""
+    async def open(cls, cfg: KeeperConfig, *, dry_run: bool = False, monitor_only: bool = False, log: Any = None) -> Daemon:
+        """Startup checks and a fully built daemon. Raises StartupError (exit 1) or KeyLoadError (exit 2).
+        `monitor_only`: no key at all (see `monitor_address`), the state as in dry-run, and the pipeline
+        stops after the monitors: no confirmation, simulation or send."""
         log = log or get_logger()
-        dry_run = dry_run or cfg.dry_run
+        dry_run = dry_run or cfg.dry_run or monitor_only
         metrics = Metrics()
         rpc = RpcClient(
             list(cfg.chain.rpc_urls),
@@ -176,7 +191,11 @@ class Daemon:
         lock = None
         store: Store | None = None
         try:
-            if dry_run:
+            if monitor_only:
+                address = monitor_address(cfg)
+                signer = None
+                store = Store.read_only_copy(cfg.state.path)
+            elif dry_run:
                 address = keeper_address(cfg)
                 signer = None
                 store = Store.read_only_copy(cfg.state.path)
@@ -209,6 +228,7 @@ class Daemon:
                 alerts=alerts,
                 lock=lock,
                 balance_wei=balance,
+                monitor_only=monitor_only,
             )
             if txs is not None:
                 for f in await txs.start(conn.head):
@@ -220,7 +240,7 @@ class Daemon:
             if lock is not None:
                 lock.release()
             raise
-        if balance < daemon.min_balance:
+        if balance < daemon.min_balance and not monitor_only:
             alerts.alert(
                 "low_balance",
                 f"keeper balance {balance / WAD:.6f} is below the floor {cfg.alerts.min_balance_eth}",
@@ -231,6 +251,8 @@ class Daemon:
             chain_id=conn.chain_id,
             keeper=address,
             dry_run=dry_run,
+            monitor_only=monitor_only,
+            monitors=[m.name for m in daemon.pipeline.monitors],
             multicall=conn.calls.multicall or "json-rpc batch",
             protocols=[a.name for a in daemon.adapters],
             head=conn.head.number,

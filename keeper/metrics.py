@@ -42,6 +42,33 @@ class Metrics:
             registry=r,
         )
         self.up = Gauge("keeper_healthy", "1 when every health check passes", registry=r)
+        # insurance-fund monitor and ADL ranking (keeper/monitors/insurance.py, docs/PROTOCOLS.md §I)
+        fund = ["protocol", "token"]
+        self.insurance_balance = Gauge("keeper_insurance_fund_balance", "InsuranceFund quote balance", fund, registry=r)
+        self.insurance_peak = Gauge("keeper_insurance_fund_peak", "Highest fund balance in the rolling window", fund, registry=r)
+        self.insurance_drawdown = Gauge(
+            "keeper_insurance_fund_drawdown_ratio", "(peak − balance)/peak over the rolling window (0.3 = 30 %)", fund, registry=r
+        )
+        self.insurance_alert = Gauge("keeper_insurance_fund_alert", "1 while the drawdown alert is active", fund, registry=r)
+        self.adl_score = Gauge(
+            "keeper_adl_score",
+            "ADL score of the top positions (PnL % × leverage, or ÷ when losing); rank 1 = first in its market and side",
+            ["protocol", "market", "side", "rank", "account"],
+            registry=r,
+        )
+        self.watch_usage = Gauge(
+            "keeper_watch_risk_usage",
+            "Watched position's risk usage (1 = the liquidation threshold; README Watchlist)",
+            ["protocol", "market", "account"],
+            registry=r,
+        )
+        self.watch_health = Gauge(
+            "keeper_watch_health",
+            "Watched LLAMMA loan's full health (0 = liquidatable)",
+            ["protocol", "market", "account"],
+            registry=r,
+        )
+        self.watch_alerts = Counter("keeper_watch_alerts_total", "Watchlist alerts and clears by event", ["event"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,10 +20,18 @@ NEEDS_APPROVAL = "needs-approval"
 
 class Pipeline:
     def __init__(
-        self, adapters: list[Adapter], executor: Executor, log: Any, metrics: Metrics, monitors: list[Monitor] | None = None
+        self,
+        adapters: list[Adapter],
+        executor: Executor,
+        log: Any,
+        metrics: Metrics,
+        monitors: list[Monitor] | None = None,
+        *,
+        monitor_only: bool = False,
     ) -> None:
         self.adapters = adapters
         self.monitors = monitors or []
+        self.monitor_only = monitor_only  # `keeper run --monitor-only`: evaluate and observe, never confirm or execute
         self.executor = executor
         self.log = log
         self.metrics = metrics
@@ -43,6 +51,8 @@ class Pipeline:
             evals = a.evaluate(head)
             self._track_statuses(a, evals, head)
             await self._observe(a, evals, head)
+            if self.monitor_only:
+                continue
             ready = [e for e in evals if e.candidate and not self.executor.blocked(e.key, head)]
             candidates = self._best_candidates(a, ready)
             if not candidates:

@@ -11,6 +11,8 @@ Addresses and facts: docs/PROTOCOLS.md (§A.7 xDai, §B.7 Ethereum).
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,20 +27,53 @@ class Preset:
     stablecoin: str | None = None
 
 
+# Sources (a start block at or before the contract's deployment only costs indexing time):
+# - crvUSD ControllerFactory, crvUSD: docs/PROTOCOLS.md §B.7; factory created at block 17,257,955.
+# - LlamaLend OneWayLendingFactory (Ethereum): docs/PROTOCOLS.md §B.7; Curve's deployment list
+#   (docs.curve.finance, "Curve Lending: Deployment Addresses"); first block 19,422,660 (2024-03-14).
+# - LlamaLend OneWayLendingFactory (Arbitrum): Curve's deployment list (same page); its deployment
+#   script names STABLECOIN() = crvUSD-arbitrum 0x498B…C1e5; first block 193,652,535 (2024-03-24).
+# - Perp v1 xDai ClearingHouse, USDC: docs/PROTOCOLS.md §A.7 (Perp's metadata/production.json);
+#   Perp's own position subgraph indexes the ClearingHouse from block 13,507,324.
+# - Chainlink ETH/USD: Ethereum 0x5f4e…8419 (heartbeat 1 h, hence max_age 4,500 s), Arbitrum One
+#   0x639F…a612 (updated on a 0.05 % deviation; max_age one day plus margin: it only prices gas).
+ETH_USD_ETHEREUM = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
+ETH_USD_ARBITRUM = "0x639Fe6ab55C921f74e7fac1ee960C0B6293ba612"
+CRVUSD_ETHEREUM = "0xf939E0A03FB07F59A73314E73794Be0E57ac1b4E"
+CRVUSD_ARBITRUM = "0x498Bf2B1e120FeD3ad3D42EA2165E9b73f99C1e5"
+
 PRESETS: dict[str, Preset] = {
     "crvusd-ethereum": Preset(
         name="crvusd-ethereum",
         chain_id=1,
-        description="Curve crvUSD mint markets on Ethereum (ControllerFactory)",
+        description="Curve crvUSD mint markets on Ethereum (ControllerFactory); gas priced by Chainlink ETH/USD",
         protocol={"kind": "llamma", "factory": "0xC9332fdCB1C491Dcc683bAe86Fe3cb70360738BC", "start_block": 17_257_955},
-        native_price={"source": "chainlink", "feed": "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"},
-        stablecoin="0xf939E0A03FB07F59A73314E73794Be0E57ac1b4E",
+        native_price={"source": "chainlink", "feed": ETH_USD_ETHEREUM, "max_age": 4500},
+        stablecoin=CRVUSD_ETHEREUM,
+    ),
+    "llamalend-ethereum": Preset(
+        name="llamalend-ethereum",
+        chain_id=1,
+        description="Curve LlamaLend one-way lending markets on Ethereum (OneWayLendingFactory); gas priced by Chainlink "
+        "ETH/USD, right for the crvUSD-borrowing markets (a market lending another token needs its own native_price)",
+        protocol={"kind": "llamma", "factory": "0xeA6876DDE9e3467564acBeE1Ed5bac88783205E0", "start_block": 19_422_660},
+        native_price={"source": "chainlink", "feed": ETH_USD_ETHEREUM, "max_age": 4500},
+        stablecoin=CRVUSD_ETHEREUM,
+    ),
+    "llamalend-arbitrum": Preset(
+        name="llamalend-arbitrum",
+        chain_id=42161,
+        description="Curve LlamaLend one-way lending markets on Arbitrum One (OneWayLendingFactory); gas priced by "
+        "Chainlink ETH/USD on Arbitrum, right for the crvUSD-borrowing markets",
+        protocol={"kind": "llamma", "factory": "0xcaEC110C784c9DF37240a8Ce096D352A75922DeA", "start_block": 193_652_535},
+        native_price={"source": "chainlink", "feed": ETH_USD_ARBITRUM, "max_age": 90_000},
+        stablecoin=CRVUSD_ARBITRUM,
     ),
     "perp-v1-xdai": Preset(
         name="perp-v1-xdai",
         chain_id=100,
-        description="Perpetual Protocol v1 on xDai (ClearingHouse, USDC quote)",
-        protocol={"kind": "perp_v1", "clearing_house": "0x5d9593586b4B5edBd23E7Eba8d88FD8F09D83EBd", "start_block": 0},
+        description="Perpetual Protocol v1 on xDai (ClearingHouse, USDC quote); the gas token xDAI priced at 1 USDC",
+        protocol={"kind": "perp_v1", "clearing_house": "0x5d9593586b4B5edBd23E7Eba8d88FD8F09D83EBd", "start_block": 13_507_324},
         native_price={"source": "fixed", "value": "1"},
         stablecoin="0xDDAfbb505ad214D7b80b1f830fcCc89B60fb7A83",
     ),
@@ -50,3 +85,15 @@ def preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise KeyError(f"unknown preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None
+
+
+def protocol_table(p: Preset, table: Mapping[str, Any], *, has_pricing: bool) -> dict[str, Any]:
+    """The [[protocols]] table `table` (which names `preset = p.name`) with the preset filled in: the preset's
+    protocol table is the base and every key of `table` overrides it; `name` defaults to the preset's name;
+    `native_price` comes from the preset unless `table` sets one or the file has a [pricing] section."""
+    out: dict[str, Any] = copy.deepcopy(p.protocol)
+    out["name"] = p.name
+    if not has_pricing:
+        out["native_price"] = copy.deepcopy(p.native_price)
+    out.update(copy.deepcopy(dict(table)))
+    return out

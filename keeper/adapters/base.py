@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 
-__all__ = ["Adapter", "Block", "Context", "Evaluation", "Outcome", "Plan", "PositionKey", "Status"]
+__all__ = ["USAGE_CAP", "Adapter", "Block", "Context", "Evaluation", "Outcome", "Plan", "PositionKey", "Status", "usage"]
 
 if TYPE_CHECKING:
     import structlog
@@ -39,6 +39,17 @@ class Context:
     config: KeeperConfig
     log: structlog.stdlib.BoundLogger
     metrics: Metrics | None = None  # counters an adapter may bump (e.g. on-chain/local discrepancies)
+
+
+USAGE_CAP = 10 * 10**18  # risk usage is capped at 1000 % (no margin / collateral left at all)
+
+
+def usage(required: int, available: int) -> int:
+    """Risk usage, 1e18 = 100 %: ⌊required·1e18/available⌋ capped at USAGE_CAP; available ≤ 0 → USAGE_CAP.
+    For 0 < required ≤ 1e18 it is > 100 % exactly when available < required (the floor keeps that exact)."""
+    if available <= 0:
+        return USAGE_CAP
+    return min(required * 10**18 // available, USAGE_CAP)
 
 
 class Adapter(ABC):
@@ -127,3 +138,15 @@ class Adapter(ABC):
 
     def position_count(self) -> int:
         return 0
+
+    # ---- watchlist (keeper/monitors/watch.py) ------------------------------------------------------
+    def risk_usage(self, e: Evaluation) -> int | None:
+        """Risk usage of a position, 1e18 = 100 % = the liquidation threshold (above it: liquidatable), as
+        `usage(required, available)`; None when `e` lacks what it needs (e.g. a prefiltered healthy row)."""
+        return None
+
+    async def evaluate_positions(self, keys: list[PositionKey], head: Block) -> list[Evaluation]:
+        """Every column of just these positions, exact even where the per-block prefilter skipped them
+        (the watchlist); may read on-chain what the per-block state lacks. Calls grow with `keys`."""
+        want = set(keys)
+        return [e for e in self.evaluate(head, full=True) if e.key in want]

@@ -22,7 +22,7 @@ from eth_utils import to_checksum_address
 from pydantic import Field, model_validator
 
 from keeper.abi import Abi, abi, flat_decoder
-from keeper.adapters.base import Adapter
+from keeper.adapters.base import Adapter, usage
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
@@ -582,10 +582,18 @@ class LlammaAdapter(Adapter):
         return budget
 
     def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
+        return self._evaluate(self.scan_extra if full else None)
+
+    def _evaluate(
+        self, extras: dict[tuple[str, str], ScanExtra] | None, only: set[tuple[str, str]] | None = None
+    ) -> list[Evaluation]:
+        """Every loan (or just `only`), with the on-chain `extras` (health, band contents) where given."""
         out: list[Evaluation] = []
         haircut = to_units(self.cfg.collateral_haircut, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         keys = set(self.loans) | set(self.liquidatable)
+        if only is not None:
+            keys &= only
         for c, u in sorted(keys):
             m = self.mkts.get(c)
             if m is None:
@@ -597,7 +605,7 @@ class LlammaAdapter(Adapter):
                 fields.update(
                     n1=loan.n1, n2=loan.n2, soft=lm.in_soft_liquidation(loan.n1, m.active_band), active_band=m.active_band
                 )
-            extra = self.scan_extra.get((c, u)) if full else None
+            extra = extras.get((c, u)) if extras is not None else None
             if extra is not None:
                 fields.update(health_full=extra.health_full, health=extra.health, pay=extra.pay)
                 if extra.xy is not None:
@@ -653,7 +661,11 @@ class LlammaAdapter(Adapter):
 
     async def prepare_scan(self, head: Block) -> None:
         """health (both), tokens_to_liquidate (from the keeper) and band contents of every loan."""
-        keys = list(self.loans)
+        self.scan_extra = await self._read_extra(list(self.loans), head)
+
+    async def _read_extra(
+        self, keys: list[tuple[str, str]], head: Block, *, pays: bool = True
+    ) -> dict[tuple[str, str], ScanExtra]:
         calls: list[Call] = []
         for c, u in keys:
             m = self.mkts[c]
@@ -663,16 +675,33 @@ class LlammaAdapter(Adapter):
                 Call(m.amm, AMM.fn("get_sum_xy").encode(u), flat_decoder(AMM.fn("get_sum_xy"))),
             ]
         res = await self.ctx.calls.run(calls, head.number)
-        pays = await self._pays(keys, head)
-        self.scan_extra = {}
+        paid = await self._pays(keys, head) if pays else [None] * len(keys)
+        extra: dict[tuple[str, str], ScanExtra] = {}
         for i, k in enumerate(keys):
             hf, h, xy = res[3 * i : 3 * i + 3]
-            self.scan_extra[k] = ScanExtra(
+            p = paid[i]
+            extra[k] = ScanExtra(
                 None if isinstance(hf, CallFailed) else hf[0],
                 None if isinstance(h, CallFailed) else h[0],
-                None if isinstance(pays[i], CallFailed) else pays[i][0],
+                None if p is None or isinstance(p, CallFailed) else p[0],
                 None if isinstance(xy, CallFailed) else (xy[0], xy[1]),
             )
+        return extra
+
+    async def evaluate_positions(self, keys: list[PositionKey], head: Block) -> list[Evaluation]:
+        """Just these loans, with health(user, True), health(user) and get_sum_xy read on-chain (3 batched
+        calls per loan; no tokens_to_liquidate)."""
+        wanted = [(k.market, k.account) for k in keys if (k.market, k.account) in self.loans and k.market in self.mkts]
+        if not wanted:
+            return []
+        return self._evaluate(await self._read_extra(wanted, head, pays=False), set(wanted))
+
+    def risk_usage(self, e: Evaluation) -> int | None:
+        """debt ÷ what the bands are worth at the liquidation discount (plus the full-health bonus) =
+        1/(1 + health(user, True)) (docs/PROTOCOLS.md §B.3): 100 % at health 0, > 100 % exactly when
+        hard-liquidatable (health < 0); health ≤ −100 % (nothing left) is USAGE_CAP."""
+        h = e.fields.get("health_full")
+        return usage(WAD, WAD + h) if isinstance(h, int) and not isinstance(h, bool) else None
 
     # ---- plans -------------------------------------------------------------------------------------
     def _liquidate_call(self, m: Market, user: str, min_x: int, frac: int) -> bytes:

@@ -19,12 +19,13 @@ from typing import Literal
 from eth_abi import decode as abi_decode
 from eth_abi import encode as abi_encode
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from keeper.abi import abi, flat, flat_decoder
-from keeper.adapters.base import Adapter
+from keeper.adapters.base import Adapter, usage
 from keeper.config import Address, Model, ProtocolConfig, Ratio
 from keeper.config import NonNegDec as _NonNegDec
+from keeper.config import PosDec as _PosDec
 from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, revert_reason
@@ -122,6 +123,27 @@ class PerpV1Config(ProtocolConfig):
     market_overrides: dict[Address, PerpMarketPolicy] = Field(
         default_factory=dict, description="Per-market policy, keyed by Amm address."
     )
+    # insurance-fund monitor and ADL ranking (keeper/monitors/insurance.py, docs/PROTOCOLS.md §I)
+    insurance_monitor: bool = Field(
+        False,
+        description="Watch the InsuranceFund's quote balance: drawdown from its rolling-window peak, a webhook alert at "
+        "insurance_trigger, cleared at insurance_stop; the ADL ranking in /metrics. A monitor only: Perp v1 has no ADL.",
+    )
+    insurance_window_hours: _PosDec = Field(Decimal(8), description="Rolling window of the fund's peak balance (hours).")
+    insurance_trigger: Ratio = Field(Decimal("0.30"), description="Drawdown from the window's peak that alerts (≥; 0.30 = 30 %).")
+    insurance_stop: Ratio = Field(Decimal("0.25"), description="Drawdown at or below which the alert clears (≤ the trigger).")
+    insurance_every: int = Field(1, ge=1, description="Blocks between reads of the fund's balance (one batched call).")
+    adl_metrics_top: int = Field(20, ge=0, le=1000, description="Positions with the highest ADL score exported to /metrics.")
+
+    @model_validator(mode="after")
+    def _insurance_levels(self) -> PerpV1Config:
+        if self.insurance_trigger <= 0:
+            raise ValueError("insurance_trigger must be > 0")
+        if self.insurance_stop > self.insurance_trigger:
+            raise ValueError(f"insurance_stop ({self.insurance_stop}) exceeds insurance_trigger ({self.insurance_trigger})")
+        if self.insurance_window_hours * 3600 < 1:
+            raise ValueError("insurance_window_hours must be at least one second")
+        return self
 
 
 @dataclass(frozen=True)
@@ -878,6 +900,23 @@ class PerpV1Adapter(Adapter):
         except RpcError as exc:
             reason = getattr(exc, "reason", "") or exc.message
         return "reverted", reason or "reverted (passes now)"
+
+    def risk_usage(self, e: Evaluation) -> int | None:
+        """Maintenance ÷ effective margin ratio (docs/PROTOCOLS.md §A: liquidatable iff ratio < MMR, so
+        exactly when this is > 100 %); a ratio ≤ 0 (no margin left) is USAGE_CAP."""
+        mr = e.fields.get("effective_mr")
+        return usage(self.params.mmr, mr) if isinstance(mr, int) else None
+
+    async def evaluate_positions(self, keys: list[PositionKey], head: Block) -> list[Evaluation]:
+        """The full evaluation (TWAP and oracle ratios, no prefilter) of just these positions; leaves the
+        per-block prefilter's caches alone."""
+        out: list[Evaluation] = []
+        for key in keys:
+            pos, m, mi = self.positions.get((key.market, key.account)), self.states.get(key.market), self.info.get(key.market)
+            if pos is not None and m is not None and mi is not None:
+                e = self._evaluate_one(key, pos, m, mi, None)
+                out.append(e or Evaluation(key, Status.HEALTHY, False))
+        return out
 
     def closeness(self, e: Evaluation) -> int | None:
         """Effective margin ratio − maintenance (1e18; < 0 liquidatable): the scan's sort key."""

@@ -31,49 +31,16 @@ from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.anvil import AnvilProcess, free_port
 from keeper.devtools.chain import DevChain
 from keeper.devtools.configfile import write_config
-from keeper.devtools.llamma_env import LlammaDeployment, deploy_llamma
+from keeper.devtools.llamma_env import LlammaDeployment
 from keeper.devtools.logs import read_events
 from keeper.devtools.paths import demo_requirements_line
-from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, PerpDeployment, deploy_perp
+from keeper.devtools.perp_env import BUY, USDC_UNIT, PerpDeployment, deploy_perp
+from keeper.devtools.scenario import BOOK, KEEPER_CRVUSD, WORLD_ACCOUNTS, keeper_protocols, populate_world
 
 E = 10**18
 KEEPER_KEY = ANVIL_KEYS[9]  # anvil's public test key 9 — demo only
 KEEPER = ANVIL_ADDRESSES[9]
 NATIVE_PRICE = "3000"  # USDC per ETH, to cost gas in the summary and in the keeper's decisions
-
-# (market, side, margin USDC, leverage): longs and shorts of every leverage in two markets.
-BOOK = [
-    ("ETH", BUY, 300, 10),
-    ("ETH", BUY, 450, 9),
-    ("ETH", BUY, 700, 8),
-    ("ETH", BUY, 900, 7),
-    ("ETH", BUY, 1200, 6),
-    ("ETH", BUY, 1500, 5),
-    ("ETH", BUY, 2000, 3),
-    ("ETH", BUY, 3000, 2),
-    ("ETH", BUY, 250, 10),
-    ("ETH", BUY, 600, 9),
-    ("ETH", SELL, 400, 10),
-    ("ETH", SELL, 800, 6),
-    ("ETH", SELL, 1500, 4),
-    ("ETH", SELL, 2500, 2),
-    ("ETH", BUY, 1000, 10),
-    ("ETH", BUY, 800, 10),
-    ("BTC", BUY, 500, 10),
-    ("BTC", BUY, 900, 9),
-    ("BTC", BUY, 1300, 8),
-    ("BTC", BUY, 2000, 6),
-    ("BTC", BUY, 3000, 4),
-    ("BTC", BUY, 4000, 2),
-    ("BTC", BUY, 700, 10),
-    ("BTC", BUY, 1100, 9),
-    ("BTC", SELL, 600, 10),
-    ("BTC", SELL, 1200, 7),
-    ("BTC", SELL, 2000, 5),
-    ("BTC", SELL, 3500, 2),
-    ("BTC", BUY, 1500, 10),
-    ("BTC", SELL, 900, 3),
-]
 
 
 def say(msg: str = "") -> None:
@@ -211,27 +178,16 @@ def run_demo(workdir: str = "demo-run") -> int:
         print(f"keeper demo: {exc}", file=sys.stderr)
         return 2
     say("keeper demo — local anvil chain, reference Perp v1 (Palmswap parameters), the real keeper daemon\n")
-    node = AnvilProcess(timestamp=int(time.time()) - 30 * 86400, accounts=60, log_path=str(wd / "anvil.log")).start()
+    node = AnvilProcess(timestamp=int(time.time()) - 30 * 86400, accounts=WORLD_ACCOUNTS, log_path=str(wd / "anvil.log")).start()
     daemon = None
     try:
         chain = DevChain(node.url)
-        accounts: list[str] = list(chain.w3.eth.accounts)
-        traders, whale = accounts[10:40], accounts[40]
         t0 = time.monotonic()
         perp = deploy_perp(chain)
         say(f"[1/6] deployed USDC, PriceFeed, InsuranceFund, ClearingHouse and 2 vAMMs (ETH 3,000, BTC 60,000) on {node.url}")
-        book: list[tuple[str, str]] = []
-        for (market, side, margin, lev), trader in zip(BOOK, traders, strict=True):
-            perp.fund_trader(trader, margin * E + E)
-            perp.open_position(trader, market, side, margin * E, lev * E)
-            book.append((market, trader))
+        world = populate_world(chain, perp, KEEPER)  # the positions of BOOK, the LLAMMA market and its loans
+        crv, book, whale, borrowers = world.crv, world.book, world.whale, world.borrowers
         longs = sum(1 for m in BOOK if m[1] == BUY)
-        crv = deploy_llamma(chain, variant="m2")
-        borrowers = accounts[41:56]
-        for i, u in enumerate(borrowers):
-            n, col = 4 + i % 8, crv.units(5 + i)
-            crv.create_loan(u, col, crv.max_borrowable(col, n) * (80 + i) // 100, n)
-        crv.fund_stablecoin(KEEPER, crv.usd(500_000))  # the keeper's crvUSD inventory for hard liquidations
         say(
             f"[2/6] opened {len(book)} perp positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC, "
             f"and {len(borrowers)} crvUSD loans (4–11 bands) on a LLAMMA ETH market"
@@ -246,15 +202,7 @@ def run_demo(workdir: str = "demo-run") -> int:
             "state": {"path": str(wd / "state.sqlite")},
             "http": {"listen": f"127.0.0.1:{port}"},
             "log": {"format": "json"},
-            "protocols": [
-                {
-                    "kind": "perp_v1",
-                    "name": "palmswap",
-                    "clearing_house": perp.clearing_house.address,
-                    "start_block": perp.start_block,
-                },
-                {"kind": "llamma", "name": "crvusd", "factory": crv.factory.address, "start_block": perp.start_block},
-            ],
+            "protocols": keeper_protocols(perp, crv, perp.start_block),
         }
         config = write_config(wd / "keeper.toml", cfg)
         daemon = DemoDaemon(wd, config, port)
@@ -312,7 +260,7 @@ def run_demo(workdir: str = "demo-run") -> int:
 
         # LLAMMA: the collateral price falls 12 % in steps with arbitrage after each (soft liquidation:
         # bands convert to crvUSD, health stays ≥ 0 and the keeper leaves them alone), then a 5 % gap.
-        arb = accounts[57]
+        arb = world.arbitrageur
         crv.lower_price_in_steps(crv.oracle_price() * 88 // 100, 6, arb)
         settle(chain, daemon)
         soft = {r.get("account", r.get("user")) for r in daemon.events("loan_soft_liquidation_entered")}
@@ -376,7 +324,7 @@ def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoD
             f"profit {reward_by[proto] - cost_by[proto]:.6f} {unit}"
         )
     say(f"keeper USDC balance {usdc:.6f} = realised perp rewards {reward_by['palmswap']:.6f}")
-    stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call() - crv.usd(500_000)) / E
+    stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call() - crv.usd(KEEPER_CRVUSD)) / E
     weth = Decimal(crv.collateral.functions.balanceOf(KEEPER).call()) / E
     say(
         f"keeper crvUSD {stable:+.6f}, ETH collateral received {weth:.6f} "

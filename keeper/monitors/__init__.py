@@ -28,4 +28,13 @@ def build_monitors(
 ) -> list[Monitor]:
     """The monitors the configuration asks for (none by default)."""
     monitors: list[Monitor] = []
+    from keeper.monitors import watch  # noqa: PLC0415 - the watchlist ([watch])
+
+    watchlist = watch.build(cfg.watch, alerts=alerts, metrics=metrics, log=log)
+    if watchlist is not None:
+        monitors.append(watchlist)
+    if any(getattr(a.config, "insurance_monitor", False) for a in adapters):
+        from keeper.monitors.insurance import InsuranceMonitor  # noqa: PLC0415 - perp adapter only when asked
+
+        monitors.append(InsuranceMonitor(alerts=alerts, metrics=metrics, log=log))
     return monitors

@@ -80,7 +80,7 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     ("edit", "field"),
     [
         (lambda s: s.replace("chain_id = 31337", ""), "chain.chain_id"),
-        (lambda s: s.replace('clearing_house = "0x5d95', 'clearing_house = "0xZZ95'), "protocols[0].clearing_house"),
+        (lambda s: s.replace('clearing_house = "0x1111', 'clearing_house = "0xZZ11'), "protocols[0].clearing_house"),
         (lambda s: s.replace('rpc_urls = ["http://127.0.0.1:8545"]', 'rpc_urls = ["127.0.0.1:8545"]'), "chain.rpc_urls[0]"),
         (lambda s: s.replace('min_profit = "1"', 'min_profit = "-1"'), "profit.min_profit"),
     ],
