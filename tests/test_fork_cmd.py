@@ -5,6 +5,7 @@ liquidates on the fork, and the origin is untouched."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -14,13 +15,14 @@ from pathlib import Path
 import pytest
 from eth_utils import keccak, to_checksum_address
 
+from keeper.config import load_config
 from keeper.devtools.chain import DevChain
-from keeper.devtools.fork import Node, find_balance_slot
+from keeper.devtools.fork import Market, Node, find_balance_slot, oracle_price, set_oracle
 from keeper.devtools.llamma_env import deploy_llamma
 from keeper.devtools.perp_env import BUY, deploy_perp
 from keeper.presets import PRESETS
 from tests.conftest import start_anvil
-from tests.harness import Daemon
+from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, Daemon
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 E = 10**18
@@ -35,26 +37,33 @@ def keeper_cmd(*args: str, **kw) -> subprocess.CompletedProcess:
 class Fork:
     """`keeper fork ...` as a subprocess; fork.json is its readiness signal."""
 
-    def __init__(self, workdir: Path, *args: str):
+    def __init__(self, workdir: Path, *args: str, env: dict | None = None):
         self.workdir = workdir
         self.out = open(workdir.parent / "fork.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "keeper", "fork", "--workdir", str(workdir), *args], stdout=self.out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "keeper", "fork", "--workdir", str(workdir), *args],
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         deadline = time.monotonic() + 60
-        while not (workdir / "fork.json").exists():
-            assert self.proc.poll() is None, f"keeper fork exited {self.proc.returncode}:\n{self.output()}"
-            assert time.monotonic() < deadline, f"keeper fork not ready:\n{self.output()}"
-            time.sleep(0.1)  # polling a subprocess for its state file, bounded
+        try:
+            while not (workdir / "fork.json").exists():
+                assert self.proc.poll() is None, f"keeper fork exited {self.proc.returncode}:\n{self.output()}"
+                assert time.monotonic() < deadline, f"keeper fork not ready:\n{self.output()}"
+                time.sleep(0.1)  # polling a subprocess for its state file, bounded
+        except AssertionError:
+            self.stop()
+            raise
         self.state = json.loads((workdir / "fork.json").read_text())
         self.url = self.state["rpc_url"]
 
     def output(self) -> str:
         return (self.workdir.parent / "fork.out").read_text(errors="replace")
 
-    def stop(self) -> int:
+    def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
         self.out.close()
         return self.proc.returncode
@@ -70,7 +79,9 @@ def origin_view(chain: DevChain, addresses: list[str], reads) -> dict:
 
 
 def test_fork_perp_funded_moved_liquidated_origin_unchanged(tmp_path):
-    origin = start_anvil(accounts=20)
+    """The perp-v1-xdai preset on an origin with chain id 100, its ClearingHouse and USDC overridden
+    with the local reference deployment's (`--set`, `--stablecoin`)."""
+    origin = start_anvil(accounts=20, chain_id=100)
     fork = daemon = None
     try:
         chain = DevChain(origin.url)
@@ -80,18 +91,20 @@ def test_fork_perp_funded_moved_liquidated_origin_unchanged(tmp_path):
         for t in traders:
             perp.fund_trader(t, 301 * E)
             perp.open_position(t, "ETH", BUY, 300 * E, 10 * E)
-        (tmp_path / "perp.toml").write_text(
-            f'[[protocols]]\nkind = "perp_v1"\nname = "perp"\nclearing_house = "{perp.clearing_house.address}"\n'
-            f'start_block = {perp.start_block}\n\n[pricing]\nsource = "fixed"\nvalue = "3000"\n'
-        )
 
         def reads() -> list:
             return [perp.position("ETH", t) for t in traders] + [perp.oracle_price("ETH"), perp.reserves("ETH")]
 
         fork = Fork(
             tmp_path / "fork",
-            "--protocol-file",
-            str(tmp_path / "perp.toml"),
+            "--preset",
+            "perp-v1-xdai",
+            "--set",
+            f"protocols.0.clearing_house={perp.clearing_house.address}",
+            "--set",
+            f"protocols.0.start_block={perp.start_block}",
+            "--stablecoin",
+            perp.usdc.address,
             "--fork-url",
             origin.url,
             "--fund-native",
@@ -107,7 +120,10 @@ def test_fork_perp_funded_moved_liquidated_origin_unchanged(tmp_path):
         assert node.call(perp.usdc.address, "balanceOf(address)", keeper) == 1000 * 10**6
         assert "storage slot" in fork.output()
         cfg = (fork.workdir / "keeper.toml").read_text()
-        assert fork.url in cfg and "chain_id = 31337" in cfg and "keystore" in cfg
+        assert fork.url in cfg and "chain_id = 100" in cfg and 'preset = "perp-v1-xdai"' in cfg and "keystore" in cfg
+        loaded = load_config(fork.workdir / "keeper.toml", environ={})
+        assert loaded.protocols[0].clearing_house == perp.clearing_house.address  # the override beside the preset
+        assert loaded.price_source(loaded.protocols[0]).value == 1  # the preset's native price (xDAI = 1 USDC)
         assert (fork.workdir / "keystore.json").stat().st_mode & 0o077 == 0
 
         moved = keeper_cmd("fork", "move", "ETH", "-6%", "--workdir", str(fork.workdir))
@@ -177,8 +193,14 @@ def test_fork_llamma_stablecoin_by_slot_probe_and_storage_oracle_move(tmp_path):
             origin.url,
             "--fund-stablecoin",
             "250000",
+            "--key-env",
+            KEY_ENV,
+            env={KEY_ENV: KEEPER_KEY},
         )
         keeper = fork.state["keeper"]
+        assert keeper == KEEPER  # the key in the environment variable is the one funded
+        cfg = (fork.workdir / "keeper.toml").read_text()
+        assert f'private_key_env = "{KEY_ENV}"' in cfg and KEEPER_KEY[2:] not in cfg + fork.output()
         node = Node(fork.url)
         assert node.call(m.stablecoin.address, "balanceOf(address)", keeper) == m.usd(250000)
         # two sudden oracle updates, each arbitraged: the loans' converted bands lose enough to be under water
@@ -203,7 +225,7 @@ def test_fork_llamma_stablecoin_by_slot_probe_and_storage_oracle_move(tmp_path):
         assert daemon.stop(signal.SIGTERM) == 0
         assert {r["account"] for r in daemon.events("liquidation_landed")} == set(borrowers)
         assert node.call(m.stablecoin.address, "balanceOf(address)", keeper) < m.usd(250000)
-        assert fork.stop() == 0
+        assert fork.stop(signal.SIGINT) == 0  # Ctrl-C
         # origin unchanged
         assert m.oracle_price() == oracle_before
         assert m.stablecoin.functions.balanceOf(keeper).call() == 0
@@ -273,3 +295,26 @@ def test_balance_slot_probe_finds_vyper_and_solidity_layouts(anvil, monkeypatch,
     assert find_balance_slot(node, sol_token, holder) == int.from_bytes(
         keccak(bytes.fromhex(holder[2:]).rjust(32, b"\0") + (5).to_bytes(32, "big")), "big"
     )
+
+
+@pytest.mark.parametrize("via", ["impersonate", "storage", "replace"])
+def test_oracle_moves_every_way_on_perp_and_llamma(anvil, via):
+    """Each way of moving an oracle, on both protocols, read back through the protocol's own view;
+    after `replace` the next move sets the fork's settable oracle."""
+    chain = DevChain(anvil.url)
+    perp = deploy_perp(chain, warmup_seconds=0)
+    crv = deploy_llamma(chain, variant="m2")
+    node = Node(anvil.url)
+    markets = [
+        Market("perp_v1", "ETH", perp.amms["ETH"].address, clearing_house=perp.clearing_house.address),
+        Market("llamma", "0", crv.amm.address, controller=crv.controller.address),
+    ]
+    for m in markets:
+        before = oracle_price(node, m)
+        how = set_oracle(node, m, before * 93 // 100, via)
+        assert oracle_price(node, m) == before * 93 // 100
+        assert {"impersonate": "impersonated", "storage": "storage override", "replace": "replaced"}[via] in how
+        if via == "replace":
+            assert "settable oracle" in set_oracle(node, m, before * 90 // 100, "auto")
+            assert oracle_price(node, m) == before * 90 // 100
+    assert perp.amms["ETH"].functions.getUnderlyingPrice().call()[0] == oracle_price(node, markets[0])

@@ -123,9 +123,9 @@ def test_sandbox_liquidates_after_move_saves_on_ctrl_c_and_resumes(tmp_path: Pat
         moved = keeper_cli("sandbox", "--workdir", str(wd), "move", "ETH", "-8%", "--json")
         assert moved.returncode == 0, moved.stderr
         by_protocol = {m["protocol"]: m for m in json.loads(moved.stdout)}
-        assert by_protocol["perp"]["oracle_after"] == 2760 * E and by_protocol["perp"]["market_after"] == pytest.approx(
-            2760 * E, rel=1e-9
-        )
+        assert by_protocol["perp"]["oracle_after"] == 2760 * E  # the index, exactly −8 %
+        # the vAMM followed it (within 2 %: the keeper's liquidations may trade it too)
+        assert abs(by_protocol["perp"]["market_after"] - 2760 * E) < 2760 * E // 50
         assert by_protocol["llamma"]["oracle_after"] == 2760 * E
 
         landed = json.loads(keeper.wait_for(event("liquidation_landed", protocol="palmswap"), 60))

@@ -4,7 +4,7 @@ move MARKET PCT` moves a market's oracle on the running fork (with its AMM arbit
     keeper fork --preset crvusd-ethereum --fork-url https://eth.example/KEY [--block N] [--workdir fork]
                 [--fund-native 100] [--fund-stablecoin 100000] [--stablecoin-holder 0x…]
     keeper fork --protocol-file my.toml --fork-url http://127.0.0.1:8545      # no preset: any deployment
-    keeper fork move ETH -8% [--workdir fork] [--via auto|impersonate|storage] [--advance 900]
+    keeper fork move ETH -8% [--workdir fork] [--via auto|impersonate|storage|replace] [--advance 900] [--steps N]
 
 The protocol table comes from a preset (keeper/presets.py) or from `--protocol-file FILE.toml` holding
 [[protocols]] tables and a [pricing] table, like keeper.toml's; `--set protocols.0.start_block=N` (any
@@ -52,7 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     move.add_argument("market", help="perp market key (ETH), LLAMMA market index (0) or collateral symbol, or an address")
     move.add_argument("pct", help="percent change, e.g. -8%% or 5%%")
     move.add_argument("--workdir", default="fork", help="the running fork's folder (default: fork)")
-    move.add_argument("--via", choices=("auto", "impersonate", "storage"), default="auto", help="how to move the oracle")
+    move.add_argument(
+        "--via",
+        choices=("auto", "impersonate", "storage", "replace"),
+        default="auto",
+        help="how to move the oracle: its owner's setter, its price storage word, or the AMM pointed at a settable oracle "
+        "(default auto: each in turn)",
+    )
     move.add_argument("--advance", type=int, help="seconds to let pass afterwards (default: perp 900 for the TWAP, LLAMMA 0)")
     move.add_argument("--steps", type=int, help="LLAMMA: oracle updates, each followed by arbitrage (default: one per 2 %%)")
     # "-8%" is an argument here, not an option
@@ -351,12 +357,15 @@ def _start(args: argparse.Namespace) -> int:  # noqa: PLR0915 - one linear start
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    anvil_log = workdir / "anvil.log"  # anvil writes the fork URL (maybe with an API key) into it: owner-only
+    anvil_log.unlink(missing_ok=True)
+    os.close(os.open(anvil_log, os.O_WRONLY | os.O_CREAT, 0o600))
     node_proc = AnvilProcess(
         port=args.port or None,
         fork_url=args.fork_url,
         fork_block_number=args.block,
         block_time=args.block_time,
-        log_path=str((workdir / "anvil.log").resolve()),
+        log_path=str(anvil_log.resolve()),
     )
     origin = urlsplit(args.fork_url).hostname or "?"
     _say(f"forking {origin}{f' at block {args.block}' if args.block is not None else ''} ...")

@@ -135,11 +135,15 @@ def run(args: argparse.Namespace) -> int:
     except SandboxDown as exc:
         _err(str(exc))
         return 1
-    except Exception as exc:  # noqa: BLE001 - a revert or a node error: one line, no traceback
+    except Exception as exc:  # noqa: BLE001 - a revert or a node that failed: one line, no traceback
+        from keeper.devtools.anvil import AnvilError  # noqa: PLC0415
         from keeper.devtools.chain import TxFailed  # noqa: PLC0415
 
         if isinstance(exc, TxFailed):
             _err(f"transaction reverted: {exc.reason}")
+            return 1
+        if isinstance(exc, AnvilError):
+            _err(f"anvil failed: {str(exc).splitlines()[0]} (its log is in the workdir: anvil.log)")
             return 1
         raise
 

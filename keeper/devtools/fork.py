@@ -12,7 +12,9 @@ contracts' storage by asking them, never by assuming a layout:
   `Amm.priceFeed()` / `priceFeedKey()` / `getUnderlyingPrice()`; LLAMMA `AMM.price_oracle_contract()` /
   `price_oracle()`, docs/PROTOCOLS.md §A.6, §B.5), then moved by impersonating its owner and calling
   its setter when the setter accepts the owner (the reference feeds), else by overriding the storage
-  word the price read comes from (found by tracing the read and checking every candidate);
+  word the price read comes from (found by tracing the read and checking every candidate), else by
+  pointing the AMM at a settable oracle of the fork's own (the AMM's storage word holding the
+  oracle's address, found the same way) — what a computed oracle (crvUSD's EMA oracles) needs;
   then the vAMM / LLAMMA is arbitraged to the new price by an impersonated account funded as above.
 
 Amounts are integers (token units, wei, 1e18 prices); PCT is a Decimal only to build the target.
@@ -350,15 +352,61 @@ def _storage_override(node: Node, m: Market, target: int) -> str | None:
     return None
 
 
+# A settable oracle: whatever is called (price(), price_w(), getPrice(bytes32), getTwapPrice(...)),
+# it returns storage word 0 — `PUSH1 0 SLOAD PUSH1 0 MSTORE PUSH1 32 PUSH1 0 RETURN`.
+FIXED_ORACLE_CODE = "0x60005460005260206000f3"
+
+
+def _oracle_of(node: Node, m: Market) -> str:
+    sig = "priceFeed()" if m.kind == "perp_v1" else "price_oracle_contract()"
+    return to_checksum_address(node.call(m.amm, sig, out="address"))
+
+
+def _fixed_oracle(node: Node, m: Market, target: int) -> str | None:
+    """The market already reads one of our settable oracles (an earlier `--via replace`): set it."""
+    oracle = _oracle_of(node, m)
+    if node.rpc("eth_getCode", [oracle, "latest"]).lower() != FIXED_ORACLE_CODE:
+        return None
+    node.set_storage(oracle, 0, target)
+    return f"the fork's settable oracle {oracle}"
+
+
+def _replace_oracle(node: Node, m: Market, target: int) -> str | None:
+    """Point the AMM at a settable oracle of our own: the storage word of the AMM holding the oracle's
+    address (found by tracing the price read) is overwritten with it."""
+    sig = "getUnderlyingPrice()" if m.kind == "perp_v1" else "price_oracle()"
+    oracle = _oracle_of(node, m)
+    fixed = to_checksum_address(keccak(b"keeper fork oracle" + bytes.fromhex(m.amm[2:]))[-20:])
+    node.rpc("anvil_setCode", [fixed, FIXED_ORACLE_CODE])
+    node.set_storage(fixed, 0, target)
+    for slot, value in node.trace_storage(m.amm, calldata(sig)).get(to_checksum_address(m.amm), {}).items():
+        if value != int(oracle, 16):
+            continue
+        snap = node.rpc("evm_snapshot")
+        node.set_storage(m.amm, slot, int(fixed, 16))
+        if node.answers(m.amm, sig) == target:
+            return f"the AMM's oracle replaced by the fork's settable oracle {fixed} (slot {hex(slot)} of {m.amm})"
+        node.rpc("evm_revert", [snap])
+    return None
+
+
+VIAS = ("auto", "impersonate", "storage", "replace")
+
+
 def set_oracle(node: Node, m: Market, target: int, via: str = "auto") -> str:
-    """Make the market's oracle read `target` (1e18); returns how. via: auto | impersonate | storage."""
-    how = None
-    if via in ("auto", "impersonate"):
+    """Make the market's oracle read `target` (1e18); returns how. via: auto (each in turn) | impersonate
+    (the oracle owner's setter) | storage (the price word) | replace (the AMM pointed at a settable oracle)."""
+    if via not in VIAS:
+        raise ForkError(f"unknown --via {via!r} (one of {', '.join(VIAS)})")
+    how = _fixed_oracle(node, m, target)
+    if how is None and via in ("auto", "impersonate"):
         how = _impersonate_setter(node, m, target)
     if how is None and via in ("auto", "storage"):
         how = _storage_override(node, m, target)
+    if how is None and via in ("auto", "replace"):
+        how = _replace_oracle(node, m, target)
     if how is None:
-        raise ForkError(f"could not move the oracle of {m.name} ({via}): no owner setter accepted and no storage word found")
+        raise ForkError(f"could not move the oracle of {m.name} (--via {via}): no owner setter accepted, no storage word found")
     got = oracle_price(node, m)
     if got != target and abs(got - target) * 10**6 > target:
         raise ForkError(f"oracle of {m.name} reads {got} after the move, expected {target}")

@@ -52,6 +52,7 @@ KEEPER_STATE = "keeper-state.sqlite"
 SANDBOX_FILES = (
     CONFIG_FILE,
     INFO_FILE,
+    INFO_FILE + ".tmp",
     KEYSTORE_FILE,
     PASSWORD_FILE,
     STATE_FILE,
@@ -306,6 +307,8 @@ def _serve(wd: Path, opts: SandboxOptions) -> int:
         stop.ready = True
         say(f"sandbox: ready rpc={node.url} workdir={wd}")
         code = _heartbeat(chain, node, stop, opts.block_time)
+        # still under our handlers: a second Ctrl-C while anvil writes its state changes nothing
+        return _shutdown(wd, opts, chain, node, code)
     except KeyboardInterrupt:
         node.stop()
         (wd / STATE_TMP).unlink(missing_ok=True)
@@ -318,6 +321,10 @@ def _serve(wd: Path, opts: SandboxOptions) -> int:
     finally:
         for s, h in old_handlers.items():
             signal.signal(s, h)
+
+
+def _shutdown(wd: Path, opts: SandboxOptions, chain: Any, node: Any, code: int) -> int:
+    """Stop anvil (SIGTERM: it writes its --dump-state file), then put the dump in place of the saved chain."""
     head = _safe_head(chain)
     exit_code = node.stop(timeout=60)
     tmp = wd / STATE_TMP
@@ -416,7 +423,7 @@ def _usage(wd: Path, opts: SandboxOptions, info: dict[str, Any], chain: Any, sec
         say(f"  seeded: {len(info['positions'])} perp positions (2x–10x, ETH 3,000 and BTC 60,000), {len(info['loans'])} loans")
     k = info["keeper"]
     say(
-        f"  keeper {k['address']}: {_balances(chain, info)}; its key is in {KEYSTORE_FILE} with the password in "
+        f"  keeper {k['address']} holds {_balances(chain, info)}; its key is in {KEYSTORE_FILE} with the password in "
         f"{PASSWORD_FILE} (both mode 600), named by {CONFIG_FILE}"
     )
     say("")
