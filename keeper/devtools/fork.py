@@ -180,7 +180,7 @@ def find_balance_slot(node: Node, token: str, holder: str) -> int | None:
     """The storage slot of `token` holding `holder`'s balance, found by probing (see the module doc)."""
     token = to_checksum_address(token)
     traced = node.trace_storage(token, calldata("balanceOf(address)", holder)).get(token, {})
-    probe_value = 0x5EED_F0C4_0000_0001_0000_0000_0000_0000
+    probe_value = 0x5EED_F0C4_0000_0001  # fits a packed uint64/uint96 balance too
     seen: set[int] = set()
     for slot in [*traced, *_mapping_slots(holder)]:
         if slot in seen:
