@@ -9,9 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,42 +17,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from keeper.devtools.perp_env import BUY, SELL, SPOT_PRICE, USDC_UNIT, PerpParams, deploy_perp
 from keeper.monitors.insurance import ALERT_KIND, CLEAR_KIND
 from keeper.risk import insurance as ins
-from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, keeper_config, perp_protocol, settle_pool, start_engine, step, write_config
+from tests.harness import (
+    KEEPER,
+    KEEPER_KEY,
+    KEY_ENV,
+    WebhookReceiver,
+    keeper_config,
+    perp_protocol,
+    settle_pool,
+    start_engine,
+    step,
+    write_config,
+)
 
 pytestmark = pytest.mark.chain
 E = 10**18
-
-
-class WebhookReceiver:
-    """A loopback HTTP server (in a thread) recording every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        received: list[dict] = []
-        self.received = received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                received.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kinds(self) -> list[str]:
-        return [r["kind"] for r in self.received]
 
 
 def metric(engine, name: str, **labels: str) -> float | None:
@@ -112,7 +89,7 @@ async def test_bad_debt_draws_the_fund_past_the_trigger_alerts_and_the_stop_leve
             await step(engine)
             await engine.alerts.flush()
             assert hook.kinds() == [ALERT_KIND]
-            d = hook.received[0]["details"]
+            d = hook.received[0]["json"]["details"]
             current = fund_balance(perp)
             assert d["state"] == "triggered" and d["protocol"] == "perp" and d["symbol"] == "USDC"
             assert (int(d["peak"]), int(d["balance"])) == (peak, current)
@@ -142,7 +119,7 @@ async def test_bad_debt_draws_the_fund_past_the_trigger_alerts_and_the_stop_leve
             await step(engine)
             await engine.alerts.flush()
             assert hook.kinds() == [ALERT_KIND, CLEAR_KIND]
-            cleared = hook.received[1]["details"]
+            cleared = hook.received[1]["json"]["details"]
             assert cleared["state"] == "cleared" and int(cleared["drawdown"]) == 25 * E // 100
             assert metric(engine, "keeper_insurance_fund_alert", protocol="perp", token="USDC") == 0
             assert log.events("insurance_fund_read_failed") == [] and log.events("monitor_failed") == []

@@ -21,8 +21,17 @@ from keeper.devtools.chain import DevChain
 from keeper.devtools.llamma_env import deploy_llamma
 from keeper.devtools.perp_env import BUY, PerpDeployment, deploy_perp
 from tests.conftest import start_anvil
-from tests.harness import KEEPER, Daemon, RecordingLog, keeper_config, perp_protocol, settle_pool, step, write_config
-from tests.service.test_service_faults import WebhookReceiver
+from tests.harness import (
+    KEEPER,
+    Daemon,
+    RecordingLog,
+    WebhookReceiver,
+    keeper_config,
+    perp_protocol,
+    settle_pool,
+    step,
+    write_config,
+)
 
 pytestmark = [pytest.mark.chain]
 E = 10**18

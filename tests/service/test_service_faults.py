@@ -15,12 +15,10 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -32,7 +30,7 @@ from keeper.devtools.chain import DevChain
 from keeper.devtools.perp_env import BUY, SELL, PerpDeployment, deploy_perp
 from keeper.rpc import redact_url
 from tests.conftest import start_anvil
-from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, Daemon, keeper_config, perp_protocol, write_config
+from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, Daemon, WebhookReceiver, keeper_config, perp_protocol, write_config
 
 pytestmark = [pytest.mark.chain, pytest.mark.slow]
 E = 10**18
@@ -203,38 +201,6 @@ class FaultProxyProcess:
                 self.proc.wait(timeout=10)
         if self.proc is not None and self.proc.stdout:
             self.proc.stdout.close()
-
-
-class WebhookReceiver:
-    """A loopback HTTP server (in a thread) recording every JSON body POSTed to it."""
-
-    def __init__(self):
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                received.append({"raw": body.decode(errors="replace"), "json": json.loads(body)})
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> WebhookReceiver:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def kinds(self) -> list[str]:
-        return [r["json"].get("kind") for r in list(self.received)]
 
 
 def wait_landed(daemon: Daemon, w: World, n: int, timeout: float = 30, accounts: set[str] | None = None) -> None:
