@@ -589,7 +589,6 @@ class LlammaAdapter(Adapter):
     ) -> list[Evaluation]:
         """Every loan (or just `only`), with the on-chain `extras` (health, band contents) where given."""
         out: list[Evaluation] = []
-        haircut = to_units(self.cfg.collateral_haircut, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         keys = set(self.loans) | set(self.liquidatable)
         if only is not None:
@@ -641,23 +640,27 @@ class LlammaAdapter(Adapter):
                     )
                 )
                 continue
-            po = lm.payout(
-                debt=liq.debt,
-                x=liq.x,
-                y=liq.y,
-                frac=frac,
-                health_limit=liq.discount,
-                price_oracle=m.price_oracle,
-                haircut=haircut,
-                collateral_precision=m.collateral_precision,
-                ceil=m.ceil_frac,
-            )
+            po = self._payout(m, liq, frac)
             fields.update(
                 frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable
             )
             status = Status.FULL if frac == WAD else Status.PARTIAL
             out.append(Evaluation(key, status, True, po.value, fields, payload=liq))
         return out
+
+    def _payout(self, m: Market, liq: Liquidatable, frac: int) -> lm.Payout:
+        """What liquidating `frac` of this loan pays and yields (value token 1e18), by the market's rounding."""
+        return lm.payout(
+            debt=liq.debt,
+            x=liq.x,
+            y=liq.y,
+            frac=frac,
+            health_limit=liq.discount,
+            price_oracle=m.price_oracle,
+            haircut=to_units(self.cfg.collateral_haircut, 18),
+            collateral_precision=m.collateral_precision,
+            ceil=m.ceil_frac,
+        )
 
     async def prepare_scan(self, head: Block) -> None:
         """health (both), tokens_to_liquidate (from the keeper) and band contents of every loan."""
@@ -717,7 +720,6 @@ class LlammaAdapter(Adapter):
         not cover this block's plans, the first plan carries one approval sized to all of them (per the
         approval mode) and the others wait for the next block."""
         slippage = to_units(self.cfg.min_x_slippage, 18)
-        haircut = to_units(self.cfg.collateral_haircut, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         reserved: dict[str, int] = {}  # stablecoin → reserved this block
         by_controller: dict[str, list[tuple[Plan, int]]] = {}
@@ -741,17 +743,7 @@ class LlammaAdapter(Adapter):
                     continue
             need = pay + pay // 100  # debt accrues until the tx lands; V3 rounds the repaid debt up
             reserved[m.stablecoin] = reserved.get(m.stablecoin, 0) + need
-            po = lm.payout(
-                debt=liq.debt,
-                x=liq.x,
-                y=liq.y,
-                frac=frac,
-                health_limit=liq.discount,
-                price_oracle=m.price_oracle,
-                haircut=haircut,
-                collateral_precision=m.collateral_precision,
-                ceil=m.ceil_frac,
-            )
+            po = self._payout(m, liq, frac)
             min_x = lm.min_x_for(po.x_withdrawn, slippage)
             fields = dict(
                 e.fields,
