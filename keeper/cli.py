@@ -28,7 +28,7 @@ from keeper.commands import command_modules
 from keeper.config import ConfigError, KeeperConfig, iter_help, iter_protocol_help, load_config
 from keeper.keys import KeyLoadError
 from keeper.log import configure_logging, get_logger
-from keeper.units import fmt_ratio, fmt_units, from_units
+from keeper.units import decimal_text, fmt_ratio, fmt_units
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -180,7 +180,7 @@ def _short(addr: str) -> str:
 def _json_value(v: Any, kind: str | None) -> Any:
     """Exact JSON: 1e18 amounts and ratios as decimal strings in token units ("1234.5", "0.0625")."""
     if kind in ("ratio", "amount") and isinstance(v, int) and not isinstance(v, bool):
-        return format(from_units(v).normalize(), "f") if v else "0"
+        return decimal_text(v)
     if isinstance(v, Decimal):
         return format(v, "f")
     return v

@@ -66,6 +66,17 @@ def keeper_address(cfg: KeeperConfig) -> str:
         raise
 
 
+def rpc_client(cfg: KeeperConfig, metrics: Metrics) -> RpcClient:
+    """The RPC client every command uses: endpoints, timeouts and retries from `[chain]`, errors counted."""
+    return RpcClient(
+        list(cfg.chain.rpc_urls),
+        timeout=cfg.chain.request_timeout,
+        max_retries=cfg.chain.max_retries,
+        batch_size=cfg.chain.batch_size,
+        on_error=lambda url, kind: metrics.rpc_errors.labels(redact_url(url), kind).inc(),
+    )
+
+
 @dataclass
 class Connection:
     """What every command shares: RPC, batched calls, the chain's head, started adapters."""
@@ -180,13 +191,7 @@ class Daemon:
         log = log or get_logger()
         dry_run = dry_run or cfg.dry_run or monitor_only
         metrics = Metrics()
-        rpc = RpcClient(
-            list(cfg.chain.rpc_urls),
-            timeout=cfg.chain.request_timeout,
-            max_retries=cfg.chain.max_retries,
-            batch_size=cfg.chain.batch_size,
-            on_error=lambda url, kind: metrics.rpc_errors.labels(redact_url(url), kind).inc(),
-        )
+        rpc = rpc_client(cfg, metrics)
         alerts = Alerter(cfg.alerts.webhook_url, log, source="keeper", min_interval=cfg.alerts.repeat_after)
         lock = None
         store: Store | None = None
@@ -448,12 +453,7 @@ class ReadOnlyKeeper:
         log = log or get_logger()
         metrics = Metrics()
         address = address or keeper_address(cfg)
-        rpc = RpcClient(
-            list(cfg.chain.rpc_urls),
-            timeout=cfg.chain.request_timeout,
-            max_retries=cfg.chain.max_retries,
-            batch_size=cfg.chain.batch_size,
-        )
+        rpc = rpc_client(cfg, metrics)
         store = Store.read_only_copy(cfg.state.path)
         try:
             conn = await connect(cfg, address=address, store=store, log=log, metrics=metrics, rpc=rpc, check_code=check_code)

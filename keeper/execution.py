@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -469,6 +468,3 @@ class Executor:
             reason=reason,
             retry_after_block=self.cooldown[p.key],
         )
-
-
-ReviewFn = Callable[[PendingTx, FeeQuote], Any]

@@ -12,6 +12,8 @@ from typing import Any
 
 import structlog
 
+from keeper.units import decimal_text as amount_text  # re-exported: the log's rendering of value amounts
+
 _SECRETS: set[str] = set()
 REDACTED = "[REDACTED]"
 
@@ -55,13 +57,6 @@ def _redact(_logger: Any, _name: str, event: dict) -> dict:
 VALUE_AMOUNT_FIELDS = frozenset(
     {"expected_reward", "reward", "est_cost", "est_profit", "min_profit", "profit", "gas_cost_quote", "native_price", "budget"}
 )
-
-
-def amount_text(wad: int) -> str:
-    """1e18 fixed point → exact decimal string in token units (no exponent, no trailing zeros)."""
-    sign = "-" if wad < 0 else ""
-    whole, frac = divmod(abs(wad), 10**18)
-    return f"{sign}{whole}" + (f".{frac:018d}".rstrip("0") if frac else "")
 
 
 def _amounts_as_decimals(_logger: Any, _name: str, event: dict) -> dict:

@@ -40,16 +40,20 @@ class ReorgTracker:
 
     async def check(self, head: Block) -> Reorg | None:
         """None when `head` extends what was processed; else where the chains diverge."""
-        recorded = self.store.recorded_blocks_desc()  # [(number, hash)], newest first
-        if not recorded:
+        newest = self.store.recorded_blocks_desc(limit=1)  # the per-block path reads one row
+        if not newest:
             return None
-        last_n, last_hash = recorded[0]
+        last_n, last_hash = newest[0]
         if head.number == last_n + 1 and head.parent_hash == last_hash:
             return None  # the common case: the next block
         if head.number <= last_n and self.store.block_hash(head.number) == head.hash:
             return None  # a node behind the one we followed (failover): nothing was replaced
-        # Skipped heads or a mismatch: compare the node's canonical hashes with what was recorded.
-        window = [(n, h) for n, h in recorded if last_n - n <= self.max_depth]
+        if head.number > last_n + 1:  # skipped heads: usually nothing was replaced, one read tells
+            blk = await self.rpc.get_block(last_n)
+            if isinstance(blk, dict) and blk.get("hash") == last_hash:
+                return None
+        # A mismatch: compare the node's canonical hashes with what was recorded, newest first.
+        window = [(n, h) for n, h in self.store.recorded_blocks_desc(limit=self.max_depth + 1) if last_n - n <= self.max_depth]
         canonical = await self.rpc.batch([("eth_getBlockByNumber", [hex(n), False]) for n, _ in window])
         failed = next((c for c in canonical if isinstance(c, RpcError)), None)
         if failed is not None:

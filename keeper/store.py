@@ -305,8 +305,10 @@ class Store:
         row = self.conn.execute("SELECT hash FROM blocks WHERE number=?", (number,)).fetchone()
         return row["hash"] if row else None
 
-    def recorded_blocks_desc(self) -> list[tuple[int, str]]:
-        return [(r["number"], r["hash"]) for r in self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC")]
+    def recorded_blocks_desc(self, limit: int = -1) -> list[tuple[int, str]]:
+        """Recorded (number, hash), newest first; `limit` rows at most (-1: all)."""
+        cur = self.conn.execute("SELECT number, hash FROM blocks ORDER BY number DESC LIMIT ?", (limit,))
+        return [(r["number"], r["hash"]) for r in cur]
 
     def forget_blocks_after(self, number: int) -> None:
         with self._tx():
@@ -507,22 +509,11 @@ class Store:
         cur = self.conn.execute("SELECT * FROM tx_attempts WHERE tx_id=? ORDER BY id", (tx_id,))
         return [AttemptRow.from_row(r) for r in cur]
 
-    def tx_signed(self, tx_id: int, tx_hash: str, raw: str, max_fee: int, max_priority: int, gas_limit: int) -> None:
-        row = self.tx(tx_id)
-        hashes = [*row.hashes, tx_hash] if tx_hash not in row.hashes else row.hashes
-        self.conn.execute(
-            "UPDATE txs SET status='signed', tx_hash=?, raw_tx=?, hashes=?, max_fee=?, max_priority=?, gas_limit=?, updated_at=? WHERE id=?",
-            (tx_hash, raw, json.dumps(hashes), str(max_fee), str(max_priority), gas_limit, time.time(), tx_id),
-        )
-
     def tx_sent(self, tx_id: int, block: int) -> None:
         self.conn.execute(
             "UPDATE txs SET status='sent', sent_block=COALESCE(sent_block, ?), updated_at=? WHERE id=?",
             (block, time.time(), tx_id),
         )
-
-    def tx_resent(self, tx_id: int, block: int) -> None:
-        self.conn.execute("UPDATE txs SET status='sent', sent_block=?, updated_at=? WHERE id=?", (block, time.time(), tx_id))
 
     def tx_final(
         self,

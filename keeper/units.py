@@ -41,6 +41,14 @@ def from_units(amount: int, decimals: int = 18) -> Decimal:
         return Decimal(amount).scaleb(-decimals)
 
 
+def decimal_text(amount: int, decimals: int = 18) -> str:
+    """An integer amount as an exact decimal string in token units, no exponent, no trailing zeros
+    (12_500000000000000000 → "12.5"). Machine output (logs, `--json`) uses this."""
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(amount), 10**decimals)
+    return f"{sign}{whole}" + (f".{frac:0{decimals}d}".rstrip("0") if frac else "")
+
+
 def fmt_units(amount: int | None, decimals: int = 18, places: int = 6) -> str:
     """Display an integer amount with `places` decimals (rounded down toward zero)."""
     if amount is None:

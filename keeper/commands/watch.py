@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from keeper.units import decimal_text
+
 NAME = "watch"
 HELP = "one-shot table of the watched positions' risk usage and alerts (no key needed)"
 
@@ -99,11 +101,7 @@ async def _watch(cfg: Any, as_json: bool) -> int:
 
 def _dec(v: int | None) -> str | None:
     """A 1e18 value as an exact decimal string ("0.853", "-0.02")."""
-    if v is None:
-        return None
-    from keeper.units import from_units  # noqa: PLC0415
-
-    return format(from_units(v).normalize(), "f") if v else "0"
+    return None if v is None else decimal_text(v)
 
 
 def _alerts(row: Any) -> list[str]:
