@@ -314,8 +314,23 @@ class TxConfig(Model):
     max_in_flight_per_market: int | None = Field(
         None,
         ge=1,
-        description="Liquidations in flight per market at once; default per protocol (perp 1: each one "
-        "moves the vAMM; LLAMMA 8: independent).",
+        description="Liquidations in flight per market at once; default per protocol (8). Without eth_simulateV1 "
+        "on the node, markets where one liquidation moves the price for the next (a vAMM) send one per block.",
+    )
+    max_sends_per_block: int = Field(
+        16, ge=1, description="Transactions (approvals included) the keeper's key sends at one head, best first."
+    )
+    max_repeats_per_position: int = Field(
+        3,
+        ge=0,
+        description="Extra partial liquidations of one position in the same block, each simulated after the "
+        "previous (0: one per position per block).",
+    )
+    simulation: Literal["auto", "sequence", "single"] = Field(
+        "auto",
+        description="'sequence': the block's sends simulated in order in one eth_simulateV1 call, each on the state "
+        "the previous leave; 'single': each alone with eth_estimateGas at the head (one per dependent market per "
+        "block); 'auto': sequence when the node answers eth_simulateV1.",
     )
     failure_cooldown_blocks: int = Field(
         5, ge=0, description="After a reverted or failed liquidation, blocks to wait before re-trying that position."

@@ -139,6 +139,17 @@ class Adapter(ABC):
     def position_count(self) -> int:
         return 0
 
+    # ---- the race (keeper/execution.py sequences, keeper/mempool.py) ----------------------------------
+    def repeatable(self, plan: Plan) -> bool:
+        """May the same call liquidate this position again right after `plan` in the same block (a
+        partial close that leaves it liquidatable)? The sequence simulation decides whether it does."""
+        return False
+
+    def position_for_call(self, to: str, data: bytes) -> PositionKey | None:
+        """The position a liquidation call (anyone's: a rival's pending transaction) targets, or None when
+        `to`/`data` is not a liquidation of one of this adapter's markets."""
+        return None
+
     # ---- watchlist (keeper/monitors/watch.py) ------------------------------------------------------
     def risk_usage(self, e: Evaluation) -> int | None:
         """Risk usage of a position, 1e18 = 100 % = the liquidation threshold (above it: liquidatable), as

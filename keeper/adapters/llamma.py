@@ -47,6 +47,10 @@ ERC20 = abi("common/ERC20")
 USER_STATE = M2.event("UserState")
 LIQUIDATE_EV = M2.event("Liquidate")
 TRANSFER_TOPIC = ERC20.event("Transfer").topic0
+_LIQUIDATE_SELECTORS = frozenset(
+    f.selector
+    for f in (M2.fn("liquidate", 2), M2.fn("liquidate", 3), M2.fn("liquidate_extended", 6), V3.fn("liquidate_extended", 5))
+)
 WATCH_TOPICS = [
     USER_STATE.topic0,
     M2.event("Borrow").topic0,
@@ -698,6 +702,14 @@ class LlammaAdapter(Adapter):
         if not wanted:
             return []
         return self._evaluate(await self._read_extra(wanted, head, pays=False), set(wanted))
+
+    def position_for_call(self, to: str, data: bytes) -> PositionKey | None:
+        """Any form of `liquidate` / `liquidate_extended` on one of our controllers (the user is the first
+        argument in every variant)."""
+        controller = to_checksum_address(to)
+        if controller not in self.mkts or len(data) < 36 or data[:4] not in _LIQUIDATE_SELECTORS:
+            return None
+        return PositionKey(self.name, controller, to_checksum_address(data[16:36]))
 
     def risk_usage(self, e: Evaluation) -> int | None:
         """debt ÷ what the bands are worth at the liquidation discount (plus the full-health bonus) =

@@ -44,6 +44,7 @@ MARGIN_CHANGED = CH.event("MarginChanged")
 POSITION_SETTLED = CH.event("PositionSettled")
 POSITION_LIQUIDATED = CH.event("PositionLiquidated")
 LIQUIDATE_WITH_SLIPPAGE = CH.fn("liquidateWithSlippage")
+_LIQUIDATE_SELECTORS = frozenset({CH.fn("liquidate").selector, LIQUIDATE_WITH_SLIPPAGE.selector})
 
 SNAPSHOT_FETCH_STEP = 64  # snapshots read per round while filling the TWAP window
 
@@ -917,6 +918,18 @@ class PerpV1Adapter(Adapter):
                 e = self._evaluate_one(key, pos, m, mi, None)
                 out.append(e or Evaluation(key, Status.HEALTHY, False))
         return out
+
+    def repeatable(self, plan: Plan) -> bool:
+        """A partial close leaves the position open; if it is still below maintenance the same call
+        liquidates it again in the same block (liquidation is not subject to the one-action rule)."""
+        return plan.kind == "partial"
+
+    def position_for_call(self, to: str, data: bytes) -> PositionKey | None:
+        """`liquidate(amm, trader)` / `liquidateWithSlippage(amm, trader, limit)` on this ClearingHouse."""
+        if to_checksum_address(to) != self.ch or len(data) < 68 or data[:4] not in _LIQUIDATE_SELECTORS:
+            return None
+        amm, trader = to_checksum_address(data[16:36]), to_checksum_address(data[48:68])
+        return PositionKey(self.name, amm, trader) if amm in self.info else None
 
     def closeness(self, e: Evaluation) -> int | None:
         """Effective margin ratio − maintenance (1e18; < 0 liquidatable): the scan's sort key."""
