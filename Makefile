@@ -8,7 +8,7 @@ ANVIL_STAMP := tools/node_modules/.installed
 # Parallel test workers; the suite's chain tests each start their own anvil on a free port.
 TEST_WORKERS ?= 3
 
-.PHONY: setup demo test lint bench clean contracts check-tools sandbox
+.PHONY: setup demo test lint bench bench-race clean contracts check-tools sandbox
 
 setup: $(STAMP) $(ANVIL_STAMP)
 
@@ -60,6 +60,10 @@ test: setup lint
 
 bench: setup
 	$(PY) scripts/bench_scan.py
+
+# The keeper daemon against a plain bot on one anvil chain, 1 s blocks, seeded crashes (README "Race benchmark").
+bench-race: setup
+	$(PY) scripts/bench_race.py $(BENCH_RACE_ARGS)
 
 clean:
 	rm -rf build .pytest_cache .hypothesis demo-run

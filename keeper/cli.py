@@ -4,6 +4,7 @@
     keeper [-c CONFIG] run --monitor-only   no key: evaluate, alert, metrics (watchlist, monitors), never send
     keeper [-c CONFIG] scan [--json] [--risky] [--adl]  one-shot table of every indexed position (+ ADL ranking)
     keeper [-c CONFIG] check                config, connectivity, chain id, key, code at every address
+    keeper [-c CONFIG] liquidator deploy|status|sweep  the keeper's LLAMMA liquidator contract (callback mode)
     keeper demo                             local anvil + reference protocols + crash + the real daemon
     keeper config-help                      every setting with its default and help
 

@@ -38,7 +38,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from keeper.presets import PRESETS, Preset, protocol_table
+from keeper.presets import PRESETS, Preset, apply_gas_defaults, protocol_table
 from keeper.units import to_decimal
 
 ENV_PREFIX = "KEEPER__"
@@ -261,6 +261,20 @@ class GasConfig(Model):
     )
     gas_limit_extra: int = Field(30_000, ge=0, description="Gas added to the padded estimate.")
     max_gas_limit: int = Field(3_000_000, gt=21_000, description="Never send a transaction with a higher gas limit.")
+    tip_policy: Literal["fixed", "share"] = Field(
+        "fixed",
+        description="'fixed': tip = priority_fee_gwei; 'share': tip = tip_share × (reward − base-fee cost) per gas, "
+        "never below priority_fee_gwei; always under max_priority_fee_gwei, max_fee_per_gas_gwei and break-even.",
+    )
+    tip_share: Ratio = Field(
+        Decimal(0),
+        description="With tip_policy = 'share': the share (0–1) of the expected reward left after the base fee offered as tip.",
+    )
+    outbid: bool = Field(
+        True,
+        description="When a rival transaction for the same position is seen in the mempool: outbid it by 1 wei of tip "
+        "(at the same nonce if ours is pending) while that still pays, else drop ours.",
+    )
 
     @model_validator(mode="after")
     def _tip_under_caps(self) -> GasConfig:
@@ -268,6 +282,8 @@ class GasConfig(Model):
             raise ValueError("priority_fee_gwei exceeds max_priority_fee_gwei")
         if self.max_priority_fee_gwei > self.max_fee_per_gas_gwei:
             raise ValueError("max_priority_fee_gwei exceeds max_fee_per_gas_gwei")
+        if self.tip_policy == "share" and self.tip_share == 0:
+            raise ValueError("tip_policy = 'share' needs tip_share > 0 (a share of 0 is the fixed tip)")
         return self
 
 
@@ -334,6 +350,28 @@ class TxConfig(Model):
     )
     failure_cooldown_blocks: int = Field(
         5, ge=0, description="After a reverted or failed liquidation, blocks to wait before re-trying that position."
+    )
+    private_rpc_urls: list[HttpUrl] = Field(
+        default_factory=list,
+        description="Private submission endpoints (Flashbots Protect, bloXroute, a builder's RPC): when set, every raw "
+        "transaction (send, replacement, cancellation, rebroadcast) goes to all of them at once and never to "
+        "chain.rpc_urls (unless private_fallback); receipts and nonces are still read from chain.rpc_urls.",
+    )
+    private_method: Literal["eth_sendRawTransaction", "eth_sendPrivateTransaction"] = Field(
+        "eth_sendRawTransaction",
+        description="JSON-RPC method of the private endpoints: 'eth_sendRawTransaction' (Flashbots Protect style) or "
+        "'eth_sendPrivateTransaction' (params [{\"tx\": raw}], bloXroute / builder style).",
+    )
+    mempool_watch: Literal["off", "auto", "txpool", "filter"] = Field(
+        "off",
+        description="Watch pending transactions for rivals' liquidations of the positions the keeper goes for "
+        "(txpool_content, or a pending-transaction filter; 'auto' tries both): a rival is outbid (gas.outbid) while "
+        "that pays. One or two extra calls per block; nodes that answer neither turn it off (logged).",
+    )
+    private_fallback: bool = Field(
+        False,
+        description="When no private endpoint answers (connection refused, timeout, HTTP error), send the transaction "
+        "to chain.rpc_urls instead (it becomes public). Off: the send fails and nothing is public.",
     )
 
 
@@ -597,6 +635,7 @@ def parse_config(
     if not isinstance(raw_protocols, list):
         raise ConfigError("protocols", "must be a list of [[protocols]] tables")
     raw_protocols, presets = _apply_presets(raw_protocols, data)
+    apply_gas_defaults(data, [p for _, p in presets])  # chain fee defaults (e.g. tip 0 on FCFS L2s)
     try:
         base = KeeperConfig.model_validate(data)
     except ValidationError as exc:

@@ -33,7 +33,7 @@ from keeper.multicall import CallBatcher
 from keeper.pipeline import Pipeline
 from keeper.pricing import PriceUnavailable
 from keeper.reorgs import ReorgTracker
-from keeper.rpc import RpcClient, RpcError, RpcUnavailable, redact_url
+from keeper.rpc import RpcClient, RpcError, RpcUnavailable, TransportError, redact_url
 from keeper.store import Store
 from keeper.txs import TxManager
 from keeper.types import Block
@@ -265,6 +265,8 @@ class Daemon:
         return daemon
 
     async def close(self) -> None:
+        if self.txs is not None:
+            await self.txs.close()  # the private endpoints' client (tx.private_rpc_urls)
         await self.rpc.close()
         self.store.close()
         if self._lock is not None:
@@ -332,13 +334,21 @@ class Daemon:
             self.metrics.head_lag.set(max(0.0, time.time() - head.timestamp))
 
     async def _process(self, head: Block) -> None:
+        seen = time.monotonic()  # the head was read just before: head-to-broadcast counts from here
         await self._handle_reorg(head)
         if self.txs is not None:
             for f in await self.txs.poll(head, self.executor.review):
                 await self.executor.settle(f, head)
             self.metrics.pending.set(self.txs.pending_count())
+            await self.executor.watch_rivals(head)
         self.pipeline.last_error = ""
         await self.pipeline.process(head)
+        if self.txs is not None and self.txs.last_broadcast_at >= seen:
+            latency = self.txs.last_broadcast_at - seen
+            self.metrics.head_to_broadcast.observe(latency)
+            self.log.info(
+                "head_sends_done", block=head.number, head_to_broadcast_ms=round(latency * 1000, 1), route=self.txs.last_route
+            )
         self.store.record_block(head.number, head.hash, head.parent_hash)
         if head.number % 20 == 0 or self.balance_wei is None:
             self.balance_wei = await self.rpc.balance(self.keeper_address)
@@ -496,6 +506,25 @@ class ReadOnlyKeeper:
         return rows
 
 
+async def private_endpoint_checks(cfg: KeeperConfig) -> list[tuple[str, bool, str]]:
+    """One row per `tx.private_rpc_urls` endpoint: it answers eth_chainId with chain.chain_id (URL redacted)."""
+    if not cfg.tx.private_rpc_urls:
+        return []
+    rows: list[tuple[str, bool, str]] = []
+    async with RpcClient(list(cfg.tx.private_rpc_urls), timeout=cfg.chain.request_timeout, max_retries=0) as private:
+        for url in cfg.tx.private_rpc_urls:
+            name = f"private endpoint {redact_url(url)}"
+            try:
+                chain_id = int(await private.request_on(url, "eth_chainId"), 16)
+            except (RpcError, TransportError, ValueError, TypeError) as exc:
+                detail = exc.detail if isinstance(exc, TransportError) else f"{type(exc).__name__}: {exc}"
+                rows.append((name, False, f"unreachable: {detail}"))
+                continue
+            ok = chain_id == cfg.chain.chain_id
+            rows.append((name, ok, f"chain {chain_id}" + ("" if ok else f", config says chain.chain_id = {cfg.chain.chain_id}")))
+    return rows
+
+
 async def run_checks(cfg: KeeperConfig, log: Any = None) -> list[tuple[str, bool, str]]:
     """`keeper check`: every check as an (name, ok, detail) row; a failed stage stops only what depends
     on it, so the whole table is printed. Creates and writes no file."""
@@ -508,6 +537,7 @@ async def run_checks(cfg: KeeperConfig, log: Any = None) -> list[tuple[str, bool
         if not cfg.key.address:
             return rows
         address = cfg.key.address
+    rows.extend(await private_endpoint_checks(cfg))
     try:
         keeper = await ReadOnlyKeeper.open(cfg, log=log, address=address, check_code=False)
     except (StartupError, RpcError, RpcUnavailable) as exc:

@@ -21,11 +21,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from keeper.gas import FeeCapExceeded, FeePolicy, FeeQuote
+from keeper.bidding import bid_fees, outbid_replacement
+from keeper.gas import FeeCapExceeded, FeePolicy, FeeQuote, next_base_fee
+from keeper.mempool import RivalWatch
 from keeper.pricing import NativePrice, PriceUnavailable
 from keeper.risk.profit import WAD, decide, gas_cost_in_quote
-from keeper.rpc import ExecutionReverted, RpcClient, RpcError, call_object
-from keeper.txs import Finished, PendingTx, Review, SendAborted, SendRejected
+from keeper.rpc import ExecutionReverted, RpcClient, RpcError, RpcUnavailable, TransportError, call_object
+from keeper.simulate import SimCall, SimResult, SimulationUnsupported, simulate_sequence
+from keeper.txs import CANCEL_GAS, Finished, PendingTx, Review, SendAborted, SendRejected
 from keeper.types import Block, Plan, PositionKey
 
 if TYPE_CHECKING:
@@ -72,6 +75,7 @@ class Decision:
     profit: int | None = None
     break_even_fee: int | None = None  # wei per gas; None when the operator allows unprofitable sends
     detail: str = ""  # revert reason / error text
+    after: Plan | None = None  # a set-up step (approval) sent right before it at the same head; its gas priced in
 
     @property
     def needs_approval(self) -> bool:
@@ -105,9 +109,14 @@ def decide_plan(
     min_profit: int,
     allow_unprofitable: bool,
     policy: FeePolicy,
+    extra_gas: int = 0,
+    rival_tip: int | None = None,
 ) -> Decision:
     """The policy for one plan, pure: `simulated` is the gas eth_estimateGas gave for what is sent now
-    (the plan, or its prerequisite), or the error it raised."""
+    (the plan, or its prerequisite), or the error it raised. `extra_gas`: gas another transaction spends
+    on this plan's behalf (its approval, sent just before it in the same block): priced in, not part of
+    this transaction's gas limit. The fees follow the tip policy (keeper/bidding.py) under the caps and
+    break-even; `rival_tip`: a rival's pending liquidation of the same position to outbid."""
     send_plan = plan.prerequisite or plan
     base = Decision(plan=plan, send_plan=send_plan, send=False, reason="", min_profit=min_profit, native_price=native_price)
     if isinstance(simulated, Exception):
@@ -115,7 +124,7 @@ def decide_plan(
             return dataclasses.replace(base, reason=SIMULATION_REVERTED, detail=simulated.reason)
         return dataclasses.replace(base, reason=SIMULATION_FAILED, detail=str(simulated))
     gas = simulated
-    total_gas = gas + (plan.typical_gas if plan.prerequisite is not None else 0)
+    total_gas = gas + extra_gas + (plan.typical_gas if plan.prerequisite is not None else 0)
     gas_limit = policy.gas_limit(gas)
     base = dataclasses.replace(base, gas=gas, total_gas=total_gas, gas_limit=gas_limit)
     if not policy.fits(gas_limit):
@@ -128,10 +137,23 @@ def decide_plan(
     if allow_unprofitable and verdict.profit < min_profit:
         return dataclasses.replace(base, send=True)
     be = break_even_fee_per_gas(plan.expected_reward, min_profit, total_gas, native_price)
-    capped = fees.capped(be)
-    if capped.expected_fee_per_gas < fees.expected_fee_per_gas:  # cannot happen when profitable; kept as a guard
-        return dataclasses.replace(base, reason=UNPROFITABLE, break_even_fee=be)
-    return dataclasses.replace(base, send=True, fees=capped, break_even_fee=be)
+    bid = bid_fees(
+        fees,
+        policy=policy.cfg.tip_policy,
+        share=policy.cfg.tip_share,
+        reward=plan.expected_reward,
+        min_profit=min_profit,
+        gas=total_gas,
+        native_price=native_price,
+        break_even_fee=be,
+        cap_fee=policy.cap_fee,
+        cap_tip=policy.cap_tip,
+        rival_tip=rival_tip,
+    )
+    if not bid.send:
+        return dataclasses.replace(base, reason=bid.reason, break_even_fee=be)
+    cost = gas_cost_in_quote(total_gas, bid.fees.expected_fee_per_gas, native_price)
+    return dataclasses.replace(base, send=True, fees=bid.fees, cost=cost, profit=plan.expected_reward - cost, break_even_fee=be)
 
 
 def review_replacement(
@@ -162,13 +184,49 @@ def review_replacement(
     return Review("replace", gas_limit=gas_limit)
 
 
+SEQUENCE_ROUNDS = 4  # simulate → decide → verify at the gas limits; more rounds only when members were dropped
+
+
+@dataclass(frozen=True)
+class _Member:
+    """One transaction of a block's sequence: a liquidation (or a repeat of one), or a set-up step."""
+
+    plan: Plan
+    step: str = ""  # set for a set-up step (an approval): its identity
+    needs: str = ""  # the set-up step this liquidation needs
+    repeat: int = 0  # 0: the plan itself; n: its n-th repeat in the same block
+
+
+def _drop_orphans(members: list[_Member], decisions: list[Decision | None]) -> list[Decision | None]:
+    """An approval is sent only with a sent plan behind it, and a plan that needs an approval only with it."""
+    out = list(decisions)
+    for j, m in enumerate(members):
+        d = out[j]
+        if not m.step or d is None or not d.send:
+            continue
+        if not any(
+            mm.needs == m.step and (dd is not None and dd.send) for mm, dd in zip(members[j + 1 :], out[j + 1 :], strict=True)
+        ):
+            out[j] = dataclasses.replace(d, send=False, reason="not_needed")
+    sent_steps = {m.step for m, d in zip(members, out, strict=True) if m.step and d is not None and d.send}
+    for i, m in enumerate(members):
+        d = out[i]
+        if m.needs and m.needs not in sent_steps and d is not None and d.send:
+            out[i] = dataclasses.replace(d, send=False, reason="prerequisite_failed")
+    return out
+
+
 class Sender(Protocol):
     """Submits signed transactions: the daemon's transaction manager. Read-only tools have none."""
 
     def busy(self, key: PositionKey) -> bool: ...
     def step_in_flight(self, step: str) -> bool: ...
     def in_flight_per_market(self) -> Counter[tuple[str, str]]: ...
+    def pending_txs(self) -> list[PendingTx]: ...
     async def submit(self, plan: Plan, gas_limit: int, fees: FeeQuote, expected_cost: int, head: Block) -> PendingTx: ...
+    async def resend_now(
+        self, p: PendingTx, head: Block, fees: FeeQuote, *, cancel: bool, gas_limit: int, reason: str
+    ) -> bool: ...
 
 
 class Executor:
@@ -204,6 +262,12 @@ class Executor:
         self.store = store
         self.sender = sender
         self.cooldown: dict[PositionKey, int] = {}  # position → first block it may be tried again
+        self.sequence_support: bool | None = None  # eth_simulateV1 on the node: unknown until first tried
+        mode = cfg.tx.mempool_watch
+        self.rivals: RivalWatch | None = (
+            RivalWatch(rpc, keeper_address, adapters, log, method=mode) if mode != "off" and sender is not None else None
+        )
+        self._head_sends = (-1, 0)  # (head, transactions sent at it)
         self.last_skip: dict[PositionKey, str] = {}
 
     # ---- inputs ------------------------------------------------------------------------------------
@@ -248,7 +312,21 @@ class Executor:
 
     # ---- the decision --------------------------------------------------------------------------------
     async def decide(self, a: Adapter, plans: list[Plan], head: Block) -> list[Decision]:
-        """The policy's decision for each plan in this block (simulation batched)."""
+        """The policy's decision for each plan in this block, as the daemon would take it (`keeper scan`):
+        the block's sequence where the node simulates sequences, else each plan alone."""
+        if plans and self.sequences_possible():
+            ordered = sorted(plans, key=lambda p: p.expected_reward, reverse=True)
+            try:
+                verified, dropped = await self.decide_sequence(a, ordered, head)
+            except SimulationUnsupported:
+                self.sequence_support = False
+            else:
+                first = {m.plan.key: d for m, d in verified + dropped if not m.step and not m.repeat}
+                return [first[p.key] for p in plans if p.key in first]
+        return await self.decide_single(a, plans, head)
+
+    async def decide_single(self, a: Adapter, plans: list[Plan], head: Block) -> list[Decision]:
+        """The policy's decision for each plan alone at the head (eth_estimateGas batched)."""
         if not plans:
             return []
         price, price_error = await self.price_or_error(a)
@@ -266,13 +344,70 @@ class Executor:
         sims = await self.simulate(plans)
         allow = self.cfg.profit.allow_unprofitable
         return [
-            decide_plan(p, s, fees, price, self.min_profit(a, p.key.market), allow, self.fees)
+            decide_plan(p, s, fees, price, self.min_profit(a, p.key.market), allow, self.fees, rival_tip=self.rival_tip(p.key))
             for p, s in zip(plans, sims, strict=True)
         ]
 
+    # ---- rivals in the mempool ------------------------------------------------------------------------------
+    def rival_tip(self, key: PositionKey) -> int | None:
+        """The effective tip of a rival's pending liquidation of `key` to outbid (gas.outbid), or None."""
+        if self.rivals is None or not self.cfg.gas.outbid:
+            return None
+        r = self.rivals.rival(key)
+        return r.tip if r is not None else None
+
+    async def watch_rivals(self, head: Block) -> None:
+        """Once per head, before the block's sends: read the mempool, and for each of our pending
+        liquidations a rival outbids, re-simulate ours and outbid it at the same nonce while that stays
+        within break-even and the caps; otherwise cancel ours (a 21,000-gas self-transfer) rather than
+        let it revert behind the rival's."""
+        if self.rivals is None or self.sender is None:
+            return
+        await self.rivals.refresh(head)
+        if not self.cfg.gas.outbid:
+            return
+        nb = next_base_fee(head.base_fee, head.gas_used, head.gas_limit) if head.base_fee is not None else 0
+        for p in self.sender.pending_txs():
+            r = self.rivals.rival(p.key)
+            if r is None or p.cancelling or p.plan.kind == "approval":
+                continue
+            ours = (
+                p.fees.max_fee_per_gas - nb
+                if p.fees.legacy
+                else min(p.fees.max_priority_fee_per_gas, p.fees.max_fee_per_gas - nb)
+            )
+            if ours > r.tip:
+                continue
+            fields = {
+                "account": p.key.account,
+                "market": p.key.market,
+                "tx": p.hashes[-1],
+                "rival_tx": r.tx_hash,
+                "rival_tip": r.tip,
+            }
+            fees = outbid_replacement(p.fees, r.tip, None, self.fees.cap_fee, self.fees.cap_tip, next_base_fee=nb)
+            verdict = await self.review(p, fees) if fees is not None else Review("keep", reason="fee caps leave no room")
+            if fees is not None and verdict.action == "replace":
+                if await self.sender.resend_now(p, head, fees, cancel=False, gas_limit=verdict.gas_limit, reason="outbid"):
+                    self.log.info("rival_outbid", **fields, tip=fees.max_priority_fee_per_gas, max_fee=fees.max_fee_per_gas)
+                continue
+            bumped = self.fees.bump(p.fees, self.cfg.tx.fee_bump)
+            dropped = await self.sender.resend_now(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS, reason="outbid by a rival")
+            self.log.info("rival_not_outbid", **fields, reason=verdict.reason, cancelled=dropped)
+
     # ---- the daemon's per-block execution -------------------------------------------------------------
     def in_flight_limit(self, a: Adapter) -> int:
-        return self.cfg.tx.max_in_flight_per_market or a.max_in_flight_per_market
+        """Liquidations in flight per market. Without sequence simulation, markets where one liquidation
+        changes the next (a vAMM) get one per block: a second one's gas could not be simulated on the
+        state it runs on."""
+        if self.cfg.tx.max_in_flight_per_market:
+            return self.cfg.tx.max_in_flight_per_market
+        if not a.independent_liquidations and not self.sequences_possible():
+            return 1
+        return a.max_in_flight_per_market
+
+    def sequences_possible(self) -> bool:
+        return self.cfg.tx.simulation != "single" and self.sequence_support is not False
 
     def blocked(self, key: PositionKey, head: Block) -> bool:
         """In flight, or cooling down after a failure."""
@@ -303,8 +438,20 @@ class Executor:
             **numbers,
         )
 
+    def sends_left(self, head: Block) -> int:
+        """Transactions the key may still send at this head (tx.max_sends_per_block)."""
+        if self._head_sends[0] != head.number:
+            self._head_sends = (head.number, 0)
+        return self.cfg.tx.max_sends_per_block - self._head_sends[1]
+
+    def _count_send(self, head: Block) -> None:
+        self.sends_left(head)
+        self._head_sends = (head.number, self._head_sends[1] + 1)
+
     async def execute(self, a: Adapter, plans: list[Plan], head: Block) -> None:
-        """Decide on this block's plans and submit those that pass (dry run: log them)."""
+        """Decide on this block's plans and submit every one that passes, best first, on consecutive
+        nonces (dry run: log them). With sequence simulation each send is simulated on the state the
+        sends before it leave; otherwise each alone at the head (see `_execute_single`)."""
         if not plans:
             return
         plans = sorted(plans, key=lambda p: p.expected_reward, reverse=True)
@@ -320,18 +467,302 @@ class Executor:
                 continue
             in_flight[(a.name, p.key.market)] += 1
             sendable.append(p)
-        for d in await self.decide(a, sendable, head):
+        if not sendable:
+            return
+        if self.sequences_possible():
+            try:
+                await self._execute_sequence(a, sendable, head, limit)
+                return
+            except SimulationUnsupported as exc:
+                self.sequence_support = False
+                self.log.warning(
+                    "sequence_simulation_unavailable",
+                    error=str(exc),
+                    fallback="each send simulated alone with eth_estimateGas; one per block on vAMM markets",
+                )
+                sendable = self._single_limits(a, sendable)
+        await self._execute_single(a, sendable, head)
+
+    def _single_limits(self, a: Adapter, plans: list[Plan]) -> list[Plan]:
+        """After falling back mid-block: the single-simulation market limit."""
+        if a.independent_liquidations or self.cfg.tx.max_in_flight_per_market:
+            return plans
+        busy: Counter[tuple[str, str]] = self.sender.in_flight_per_market() if self.sender else Counter()
+        out: list[Plan] = []
+        for p in plans:
+            if busy[(a.name, p.key.market)] >= 1:
+                self.skip(a, p, "market_busy", in_flight=busy[(a.name, p.key.market)])
+                continue
+            busy[(a.name, p.key.market)] += 1
+            out.append(p)
+        return out
+
+    async def _execute_single(self, a: Adapter, plans: list[Plan], head: Block) -> None:
+        """Fallback: every plan simulated alone at the head (eth_estimateGas). A plan behind a set-up
+        step sends that step first and waits for it to be mined; later plans behind the same step wait."""
+        chosen_steps: set[str] = set()
+        sendable: list[Plan] = []
+        for p in plans:
+            if p.prerequisite is not None and p.prerequisite.step in chosen_steps:
+                self.skip(a, p, "prerequisite_pending", prerequisite=p.prerequisite.kind)
+                continue
+            if p.prerequisite is not None:
+                chosen_steps.add(p.prerequisite.step)
+            sendable.append(p)
+        for d in await self.decide_single(a, sendable, head):
             if not d.send:
                 if d.reason in (SIMULATION_REVERTED, SIMULATION_FAILED):
                     self.cooldown[d.plan.key] = head.number + 1
                 self.skip(a, d.plan, d.reason, **d.numbers())
                 continue
-            await self._submit(a, d, head)
+            if self.sends_left(head) <= 0:
+                self.skip(a, d.plan, "block_send_limit", max_sends_per_block=self.cfg.tx.max_sends_per_block)
+                continue
+            if not await self._submit(a, d, head):
+                return  # a refused send: later nonces would wait behind a gap
 
-    async def _submit(self, a: Adapter, d: Decision, head: Block) -> None:
+    async def prepare(self, a: Adapter, head: Block) -> None:
+        """While a protocol has nothing to liquidate: send the set-up steps it wants ahead of the money
+        (allowances), each once, simulated first and under the fee caps. Dry run and scan send nothing."""
+        if self.sender is None:
+            return
+        for p in a.setup_plans(head):
+            if self.sender.step_in_flight(p.step) or self.blocked(p.key, head) or self.sends_left(head) <= 0:
+                continue
+            try:
+                gas = await self.rpc.estimate_gas(p.to, p.data, sender=self.keeper_address, value=p.value)
+                fees = await self.fee_quote(head)
+            except (RpcError, FeeCapExceeded) as exc:
+                self.cooldown[p.key] = head.number + self.cfg.tx.failure_cooldown_blocks
+                self.log.info("setup_skipped", protocol=a.name, kind=p.kind, step=p.step, error=str(exc))
+                continue
+            gas_limit = self.fees.gas_limit(gas)
+            if not self.fees.fits(gas_limit):
+                continue
+            try:
+                pending = await self.sender.submit(p, gas_limit, fees, 0, head)
+            except SendRejected as exc:
+                self.cooldown[p.key] = head.number + self.cfg.tx.failure_cooldown_blocks
+                self.log.warning("setup_send_rejected", protocol=a.name, kind=p.kind, step=p.step, reason=str(exc))
+                continue
+            self._count_send(head)
+            self.log.info(
+                "setup_sent",
+                protocol=a.name,
+                kind=p.kind,
+                step=p.step,
+                tx=pending.hashes[0],
+                nonce=pending.nonce,
+                gas=gas,
+                **p.fields,
+            )
+
+    # ---- sequences --------------------------------------------------------------------------------------
+    def _members(self, a: Adapter, plans: list[Plan]) -> list[_Member]:
+        """The block's sends in order: each set-up step once, right before the first plan that needs it;
+        each plan; after a repeatable one (a partial close) up to max_repeats_per_position repeats."""
+        out: list[_Member] = []
+        steps: set[str] = set()
+        for p in plans:
+            if p.prerequisite is not None and p.prerequisite.step not in steps:
+                steps.add(p.prerequisite.step)
+                out.append(_Member(p.prerequisite, step=p.prerequisite.step))
+            base = dataclasses.replace(p, prerequisite=None)
+            needs = p.prerequisite.step if p.prerequisite is not None else ""
+            out.append(_Member(base, needs=needs))
+            if a.repeatable(p):
+                for n in range(1, self.cfg.tx.max_repeats_per_position + 1):
+                    out.append(_Member(dataclasses.replace(base, fields={**base.fields, "repeat": n}), needs=needs, repeat=n))
+        return out
+
+    async def _execute_sequence(self, a: Adapter, plans: list[Plan], head: Block, market_limit: int) -> None:
+        """Decide the block's sequence (`decide_sequence`), log what is dropped, send what passed, in order.
+        Raises SimulationUnsupported (the caller falls back)."""
+        verified, dropped = await self.decide_sequence(a, plans, head, market_limit)
+        for m, d in dropped:
+            if d.reason in (SIMULATION_REVERTED, SIMULATION_FAILED):
+                self.cooldown[m.plan.key] = head.number + 1
+            self.skip(a, m.plan, d.reason, **d.numbers())
+        for i, (m, d) in enumerate(verified):
+            if not await self._submit(a, d, head, sequence=i, repeat=m.repeat):
+                if len(verified) > i + 1:
+                    self.log.warning("sequence_stopped", protocol=a.name, not_sent=len(verified) - i - 1)
+                return
+
+    async def decide_sequence(
+        self, a: Adapter, plans: list[Plan], head: Block, market_limit: int | None = None
+    ) -> tuple[list[tuple[_Member, Decision]], list[tuple[_Member, Decision]]]:
+        """The block's sends in order (`_members`), simulated together (eth_simulateV1), each decided on the
+        state the ones before it leave, at the dearer of its gas in that block and alone in a block of its
+        own; what fails or does not pay is dropped and the kept sequence simulated again with the exact gas
+        limits it will carry, until it passes unchanged. Returns (verified sends in order, dropped
+        liquidations with why). Raises SimulationUnsupported."""
+        price, price_error = await self.price_or_error(a)
+        fees: FeeQuote | None = None
+        fee_error = ""
+        try:
+            fees = await self.fee_quote(head)
+        except FeeCapExceeded as exc:
+            fee_error = str(exc)
+        members = self._members(a, plans)
+        if price is None or fees is None:
+            reason, detail = (NO_NATIVE_PRICE, price_error) if price is None else (FEE_CAP, fee_error)
+            return [], [
+                (m, Decision(m.plan, m.plan, False, reason, self.min_profit(a, m.plan.key.market), detail=detail))
+                for m in members
+                if not m.step and not m.repeat
+            ]
+        limit = market_limit if market_limit is not None else self.in_flight_limit(a)
+        in_flight: Counter[tuple[str, str]] = self.sender.in_flight_per_market() if self.sender else Counter()
+        verified: list[tuple[_Member, Decision]] = []
+        rest: list[tuple[_Member, Decision]] = []
+        dropped: list[tuple[_Member, Decision]] = []
+        limits: list[int | None] = [None] * len(members)
+        # Gas of each member when it lands in a block of its own (the sequence split across blocks): the
+        # gas limit and the price cover the dearer of the two.
+        apart_gas: dict[int, int] = {}
+        for rnd in range(SEQUENCE_ROUNDS):
+            calls = [SimCall(m.plan.to, m.plan.data, m.plan.value, g) for m, g in zip(members, limits, strict=True)]
+            try:
+                results, apart = await simulate_sequence(self.rpc, self.keeper_address, calls, head, spread=rnd == 0)
+            except (RpcError, TransportError, RpcUnavailable) as exc:
+                failed = [
+                    (
+                        m,
+                        Decision(
+                            m.plan, m.plan, False, SIMULATION_FAILED, self.min_profit(a, m.plan.key.market), detail=str(exc)
+                        ),
+                    )
+                    for m in members
+                    if not m.step and not m.repeat
+                ]
+                return [], dropped + failed
+            for m, r in zip(members, apart or [], strict=False):
+                if r.ok:
+                    apart_gas[id(m)] = r.gas_used
+            decisions = self._decide_members(a, members, results, fees, price, apart_gas)
+            # Trim to the limits: per market in flight, per block for the key (approvals count as sends).
+            budget = self.sends_left(head)
+            per_market = Counter(in_flight)
+            for i, (m, d) in enumerate(zip(members, decisions, strict=True)):
+                if d is None or not d.send:
+                    continue
+                if m.step == "":
+                    mk = (a.name, m.plan.key.market)
+                    if per_market[mk] >= limit:
+                        decisions[i] = dataclasses.replace(d, send=False, reason="market_busy")
+                        continue
+                    per_market[mk] += 1
+                if budget <= 0:
+                    decisions[i] = dataclasses.replace(d, send=False, reason="block_send_limit")
+                    continue
+                budget -= 1
+            decisions = _drop_orphans(members, decisions)
+            # Verified: ran with the gas limit it will carry and passed. A member that changed state (its
+            # simulation succeeded) but is dropped invalidates the simulation of every later member.
+            verified, rest, converged = [], [], True
+            for m, d, r, g in zip(members, decisions, results, limits, strict=True):
+                if d is not None and d.send:
+                    if converged and g is not None:
+                        verified.append((m, dataclasses.replace(d, gas_limit=g)))
+                    else:
+                        rest.append((m, d))
+                    continue
+                if d is not None and m.repeat == 0 and m.step == "":
+                    dropped.append((m, d))
+                if r.ok:
+                    converged = False  # it changed the state the later members were simulated on
+            if not rest:
+                break
+            members = [m for m, _ in verified] + [m for m, _ in rest]
+            limits = [d.gas_limit for _, d in verified] + [d.gas_limit for _, d in rest]
+        for m, d in rest:  # the gas limits did not settle within the rounds: waits for the next block
+            if not m.step and not m.repeat:
+                dropped.append((m, dataclasses.replace(d, send=False, reason="sequence_not_verified")))
+        return verified, dropped
+
+    def _decide_members(
+        self,
+        a: Adapter,
+        members: list[_Member],
+        results: list[SimResult],
+        fees: FeeQuote,
+        price: int,
+        apart_gas: dict[int, int],
+    ) -> list[Decision | None]:
+        """One decision per member; None for a repeat that reverted (nothing left to take). A liquidation
+        is priced at the reward its simulated events show, and the first one after an approval that is
+        sent carries the approval's gas; an approval is sent when a plan behind it is."""
+        allow = self.cfg.profit.allow_unprofitable
+        out: list[Decision | None] = [None] * len(members)
+        approval_gas: dict[str, int] = {}
+        approval_at: dict[str, int] = {}
+        failed_steps: set[str] = set()
+        attributed: set[str] = set()  # approvals whose gas a sent plan already carries
+        for i, (m, r) in enumerate(zip(members, results, strict=True)):
+            mp = self.min_profit(a, m.plan.key.market)
+            if m.step:
+                approval_at[m.step] = i
+                if r.ok:
+                    approval_gas[m.step] = max(r.gas_used, apart_gas.get(id(m), 0))
+                else:
+                    failed_steps.add(m.step)
+                continue
+            if m.needs in failed_steps:
+                out[i] = Decision(m.plan, m.plan, False, "prerequisite_failed", mp)
+                continue
+            if not r.ok:
+                if m.repeat:
+                    continue
+                out[i] = decide_plan(m.plan, ExecutionReverted(r.revert), fees, price, mp, allow, self.fees)
+                continue
+            outcome = a.outcome(m.plan, r.receipt())
+            plan = dataclasses.replace(m.plan, expected_reward=outcome.reward, kind=outcome.kind)
+            if m.repeat and outcome.reward <= 0:
+                continue
+            extra = approval_gas.get(m.needs, 0) if m.needs and m.needs not in attributed else 0
+            gas = max(r.gas_used, apart_gas.get(id(m), 0))
+            rival = self.rival_tip(m.plan.key) if not m.repeat else None
+            d = decide_plan(plan, gas, fees, price, mp, allow, self.fees, extra_gas=extra, rival_tip=rival)
+            out[i] = d
+            if d.send and extra:
+                attributed.add(m.needs)
+                j = approval_at[m.needs]
+                ap = members[j].plan
+                out[i] = d = dataclasses.replace(d, after=ap)
+                gas = approval_gas[m.needs]
+                out[j] = Decision(
+                    plan=plan,
+                    send_plan=ap,
+                    send=True,
+                    reason="",
+                    min_profit=mp,
+                    gas=gas,
+                    total_gas=gas,
+                    gas_limit=self.fees.gas_limit(gas),
+                    fees=d.fees,
+                    native_price=price,
+                    cost=gas_cost_in_quote(gas, d.fees.expected_fee_per_gas if d.fees else 0, price),
+                    profit=d.profit,
+                    break_even_fee=d.break_even_fee,
+                )
+        for step, j in approval_at.items():  # an approval no sent plan needs: not sent
+            if out[j] is None:
+                ap = members[j].plan
+                reason = SIMULATION_REVERTED if step in failed_steps else "not_needed"
+                out[j] = Decision(ap, ap, False, reason, 0, detail=results[j].revert)
+        return out
+
+    async def _submit(self, a: Adapter, d: Decision, head: Block, *, sequence: int | None = None, repeat: int = 0) -> bool:
+        """Send one decided transaction (dry run: log it). False when the node refused it (its nonce was
+        released: the caller sends nothing after it at this head)."""
         assert d.fees is not None and d.gas_limit is not None and d.cost is not None
         label = a.market_label(d.plan.key.market)
         event = "approval" if d.needs_approval else "liquidation"
+        order: dict[str, Any] = {} if sequence is None else {"sequence": sequence}
+        if repeat:
+            order["repeat"] = repeat
+        self._count_send(head)
         if self.sender is None:
             self.log.info(
                 "dry_run_would_send",
@@ -339,9 +770,10 @@ class Executor:
                 market=label,
                 account=d.plan.key.account,
                 kind=d.send_plan.kind,
+                **order,
                 **d.numbers(),
             )
-            return
+            return True
         # A prerequisite carries the reward of the plan behind it, so a replacement of it is re-priced the same way.
         to_send = (
             d.send_plan if not d.needs_approval else dataclasses.replace(d.send_plan, expected_reward=d.plan.expected_reward)
@@ -362,7 +794,7 @@ class Executor:
                 what = "could not sign or journal a transaction" if aborted else "the node rejected a transaction"
                 self.alerts.alert("send_failed", f"{a.name}: {what}: {exc}", account=d.plan.key.account)
             self.cooldown[d.plan.key] = head.number + self.cfg.tx.failure_cooldown_blocks
-            return
+            return False
         self.last_skip.pop(d.plan.key, None)
         if not d.needs_approval:
             self.metrics.liquidations.labels(a.name, "sent").inc()
@@ -374,9 +806,12 @@ class Executor:
             kind=d.send_plan.kind,
             tx=pending.hashes[0],
             nonce=pending.nonce,
+            route=getattr(self.sender, "last_route", None),
+            **order,
             **d.numbers(),
             **(d.send_plan.fields if d.needs_approval else {}),
         )
+        return True
 
     # ---- replacements ----------------------------------------------------------------------------------
     async def review(self, p: PendingTx, bumped: FeeQuote) -> Review:

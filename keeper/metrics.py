@@ -27,6 +27,12 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.head_to_broadcast = Histogram(
+            "keeper_head_to_broadcast_seconds",
+            "New head seen → last raw transaction of that head accepted by the node",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
         self.head = Gauge("keeper_head_block", "Latest block processed", registry=r)
         self.head_lag = Gauge("keeper_head_lag_seconds", "Wall-clock seconds since the latest block's timestamp", registry=r)
         self.head_age = Gauge("keeper_head_age_seconds", "Seconds since the keeper last saw a new block", registry=r)

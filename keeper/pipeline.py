@@ -56,6 +56,8 @@ class Pipeline:
             ready = [e for e in evals if e.candidate and not self.executor.blocked(e.key, head)]
             candidates = self._best_candidates(a, ready)
             if not candidates:
+                if not any(e.candidate for e in evals):
+                    await self.executor.prepare(a, head)  # idle: set-up steps ahead of the money
                 continue
             plans = await a.confirm(candidates, head)
             await self.executor.execute(a, plans, head)
@@ -174,4 +176,7 @@ def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> 
         row["reason"] = (
             f"approval first ({d.gas} gas simulated) + {d.plan.typical_gas} typical gas for the liquidation, priced in"
         )
+    elif d.after is not None:
+        row["status"] = NEEDS_APPROVAL
+        row["reason"] = f"approval sent right before it at this head; its gas ({(d.total_gas or 0) - (d.gas or 0)}) priced in"
     return row

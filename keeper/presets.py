@@ -6,6 +6,8 @@ Schema (keeper.commands.fork and config validation rely on it):
     Preset.protocol: a [[protocols]] table without `name` (kind, addresses, start_block)
     Preset.native_price: a price-source table ({"source": "chainlink", "feed": ...} or {"source": "fixed", ...})
     Preset.stablecoin: the token a keeper may need to hold (crvUSD / the borrowed token / USDC), or None
+    Preset.gas: [gas] defaults for the chain (e.g. tip 0 on a first-come-first-served L2), applied by
+        apply_gas_defaults under every key the file (or the environment) sets itself
 Addresses and facts: docs/PROTOCOLS.md (§A.7 xDai, §B.7 Ethereum).
 """
 
@@ -25,6 +27,7 @@ class Preset:
     protocol: dict[str, Any] = field(default_factory=dict)
     native_price: dict[str, Any] = field(default_factory=dict)
     stablecoin: str | None = None
+    gas: dict[str, Any] = field(default_factory=dict)
 
 
 # Sources (a start block at or before the contract's deployment only costs indexing time):
@@ -37,6 +40,9 @@ class Preset:
 #   Perp's own position subgraph indexes the ClearingHouse from block 13,507,324.
 # - Chainlink ETH/USD: Ethereum 0x5f4e…8419 (heartbeat 1 h, hence max_age 4,500 s), Arbitrum One
 #   0x639F…a612 (updated on a 0.05 % deviation; max_age one day plus margin: it only prices gas).
+# - Arbitrum One orders transactions first come, first served (its sequencer ignores the priority fee
+#   and there is no public mempool to outbid in): tip 0, no outbidding.
+FCFS_L2_GAS: dict[str, Any] = {"priority_fee_gwei": "0", "tip_policy": "fixed", "outbid": False}
 ETH_USD_ETHEREUM = "0x5f4eC3Df9cbd43714FE2740f5E3616155c5b8419"
 ETH_USD_ARBITRUM = "0x639Fe6ab55C921f74e7fac1ee960C0B6293ba612"
 CRVUSD_ETHEREUM = "0xf939E0A03FB07F59A73314E73794Be0E57ac1b4E"
@@ -68,6 +74,7 @@ PRESETS: dict[str, Preset] = {
         protocol={"kind": "llamma", "factory": "0xcaEC110C784c9DF37240a8Ce096D352A75922DeA", "start_block": 193_652_535},
         native_price={"source": "chainlink", "feed": ETH_USD_ARBITRUM, "max_age": 90_000},
         stablecoin=CRVUSD_ARBITRUM,
+        gas=FCFS_L2_GAS,
     ),
     "perp-v1-xdai": Preset(
         name="perp-v1-xdai",
@@ -97,3 +104,18 @@ def protocol_table(p: Preset, table: Mapping[str, Any], *, has_pricing: bool) ->
         out["native_price"] = copy.deepcopy(p.native_price)
     out.update(copy.deepcopy(dict(table)))
     return out
+
+
+def apply_gas_defaults(data: dict[str, Any], used: list[Preset]) -> None:
+    """Fill the config dict's [gas] table with the presets' chain defaults (Preset.gas) under every key it
+    does not set itself (file and environment win). Presets of one file share one chain (checked
+    elsewhere), so the first preset that has gas defaults gives them."""
+    defaults = next((p.gas for p in used if p.gas), None)
+    if not defaults:
+        return
+    gas = data.get("gas")
+    if gas is None:
+        gas = data["gas"] = {}
+    if isinstance(gas, dict):  # anything else is left for validation to name
+        for key, value in defaults.items():
+            gas.setdefault(key, copy.deepcopy(value))

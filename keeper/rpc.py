@@ -58,9 +58,14 @@ class ExecutionReverted(RpcError):
 
 
 class TransportError(Exception):
-    def __init__(self, url: str, message: str):
+    """`detail`: the message without the URL (safe to log). `unsent`: the connection could not even be
+    opened (refused, no route, DNS), so no byte of the request left the process."""
+
+    def __init__(self, url: str, message: str, *, unsent: bool = False):
         super().__init__(f"{url}: {message}")
         self.url = url
+        self.detail = message
+        self.unsent = unsent
 
 
 class RpcUnavailable(Exception):
@@ -266,6 +271,8 @@ class RpcClient:
             raise
         except TimeoutError:
             raise TransportError(ep.url, f"timeout after {self.timeout}s") from None
+        except aiohttp.ClientConnectorError as exc:  # connect() failed: the request was never written
+            raise TransportError(ep.url, f"{type(exc).__name__}: {exc}", unsent=True) from None
         except aiohttp.ClientError as exc:
             raise TransportError(ep.url, f"{type(exc).__name__}: {exc}") from None
         try:
@@ -437,6 +444,13 @@ class RpcClient:
 
     async def send_raw(self, raw: bytes) -> str:
         return await self.request("eth_sendRawTransaction", ["0x" + raw.hex()])
+
+    async def send_raw_on(self, url: str, raw: bytes, method: str = "eth_sendRawTransaction") -> Any:
+        """A raw transaction to one endpoint, no failover or retry (`request_on`): `eth_sendRawTransaction`
+        [raw], or `eth_sendPrivateTransaction` [{"tx": raw}] (Flashbots / bloXroute private-transaction style)."""
+        raw_hex = "0x" + raw.hex()
+        params: list[Any] = [{"tx": raw_hex}] if method == "eth_sendPrivateTransaction" else [raw_hex]
+        return await self.request_on(url, method, params)
 
     async def receipt(self, tx_hash: str) -> dict | None:
         return await self.request("eth_getTransactionReceipt", [tx_hash])

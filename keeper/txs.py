@@ -15,11 +15,18 @@ Invariants:
   after a fresh simulation; on any doubt nothing is sent. A cancellation in progress continues.
 - 'dropped' (the nonce was consumed by a transaction that is none of ours) is concluded only when no
   configured endpoint has a receipt for any of the row's hashes.
+- Private submission (`tx.private_rpc_urls`): every raw transaction (send, replacement, cancellation,
+  re-offer, rebroadcast at startup) goes to all private endpoints at once and to no public endpoint,
+  unless `tx.private_fallback` and no private endpoint answered. Accepted if any endpoint accepted (or
+  knew it); rejected only if every endpoint that answered refused it definitively; other mixes are
+  outcome unknown (tracked as sent). When every endpoint refused the connection the bytes never left:
+  the send fails with SendUnreachable and its nonce is released. Receipts and nonces stay on the public RPC.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -30,7 +37,7 @@ from eth_utils import keccak
 from keeper.config import TxConfig
 from keeper.gas import FeePolicy, FeeQuote
 from keeper.keys import Signer
-from keeper.rpc import RpcClient, RpcError, RpcUnavailable, TransportError
+from keeper.rpc import RpcClient, RpcError, RpcUnavailable, TransportError, redact_url
 from keeper.store import Store, TxRow
 from keeper.types import Block, Plan, PositionKey
 
@@ -64,6 +71,15 @@ def definitive_rejection(message: str) -> bool:
     """Does this node answer to eth_sendRawTransaction mean the transaction will never be mined?"""
     msg = message.lower()
     return any(k in msg for k in _REJECTIONS)
+
+
+def already_known(message: str) -> bool:
+    """Does this node answer mean it already holds the transaction (as good as accepted)?"""
+    msg = message.lower()
+    return any(k in msg for k in _ALREADY_KNOWN)
+
+
+Route = Literal["private", "public"]
 
 
 @dataclass
@@ -120,6 +136,16 @@ class SendRejected(Exception):
 
 class SendAborted(SendRejected):
     """The transaction never left the process (signing or journal failure); its nonce was released."""
+
+
+class SendUnreachable(SendRejected):
+    """No private endpoint could be connected to (and no public fallback): the bytes never left the
+    process; its nonce was released."""
+
+
+class BroadcastUnreachable(TransportError):
+    """No private endpoint answered and the public fallback is off. `unsent`: every endpoint refused the
+    connection, so the transaction never left; otherwise its outcome is unknown (one may hold it)."""
 
 
 class NonceManager:
@@ -194,7 +220,10 @@ class TxManager:
         cfg: TxConfig,
         chain_id: int,
         log: Any,
+        private_rpc: RpcClient | None = None,
     ) -> None:
+        """`private_rpc`: the client for `cfg.private_rpc_urls` (built here when not given and the list is
+        set; `close()` closes the one built here). Inclusion tracking always uses `rpc`."""
         self.rpc = rpc
         self.signer = signer
         self.store = store
@@ -204,6 +233,19 @@ class TxManager:
         self.log = log
         self.nonces = NonceManager(rpc, signer.address)
         self.pending: dict[int, PendingTx] = {}  # tx_id → pending
+        self._own_private = private_rpc is None and bool(cfg.private_rpc_urls)
+        if private_rpc is None and cfg.private_rpc_urls:
+            private_rpc = RpcClient(list(cfg.private_rpc_urls), timeout=rpc.timeout, max_retries=0)
+        self.private: RpcClient | None = private_rpc
+        # Where the last broadcast went, and when (time.monotonic()) the last send, replacement or
+        # cancellation was accepted: the pipeline's head-to-broadcast latency reads it.
+        self.last_route: Route = "private" if private_rpc is not None else "public"
+        self.last_broadcast_at: float = 0.0
+
+    async def close(self) -> None:
+        """Close the private endpoints' client if this manager built it (the public one is the caller's)."""
+        if self.private is not None and self._own_private:
+            await self.private.close()
 
     # ---- queries for the engine ------------------------------------------------------------
     def busy(self, key: PositionKey) -> bool:
@@ -219,6 +261,18 @@ class TxManager:
 
     def pending_count(self) -> int:
         return len(self.pending)
+
+    def pending_txs(self) -> list[PendingTx]:
+        return list(self.pending.values())
+
+    async def resend_now(self, p: PendingTx, head: Block, fees: FeeQuote, *, cancel: bool, gas_limit: int, reason: str) -> bool:
+        """Replace (same call) or cancel (self-transfer) a pending transaction at its nonce now, with fees
+        the caller chose (an outbid, keeper/execution.py): only when both fee fields rise ≥ 10 % (the
+        node's replacement rule). The caller has re-simulated it. False when there is no room."""
+        if p.tx_id not in self.pending or not _room_to_replace(p.fees, fees):
+            return False
+        await self._resend(p, head, fees, cancel=cancel, gas_limit=gas_limit, reason=reason)
+        return True
 
     # ---- start-up reconciliation -------------------------------------------------------------
     async def start(self, head: Block) -> list[Finished]:
@@ -242,7 +296,10 @@ class TxManager:
             if row.status == "signed":
                 self.store.tx_sent(row.id, head.number)
             if p.raw:
-                await self._broadcast(p.raw, quiet=True)
+                try:
+                    await self._broadcast(p.raw, quiet=True)
+                except BroadcastUnreachable as exc:  # followed anyway; re-offered when it is stuck
+                    self.log.warning("rebroadcast_failed", tx_id=row.id, nonce=row.nonce, error=str(exc))
             self.log.info(
                 "journal_reconciled",
                 tx_id=row.id,
@@ -293,18 +350,79 @@ class TxManager:
         return tx
 
     async def _broadcast(self, raw: bytes, quiet: bool = False) -> str | None:
-        """Send raw bytes. Returns None on success/already-known, else the node's error message.
-        Transport failures propagate (outcome unknown: the caller keeps the tx as sent)."""
+        """Send raw bytes (to the private endpoints when configured, else the public RPC). Returns None on
+        success/already-known, else the node's error message. Transport failures propagate (outcome
+        unknown: the caller keeps the tx as sent); BroadcastUnreachable when no private endpoint answered
+        (`.unsent`: none was even connected to). Sets `last_route`, and `last_broadcast_at` when a
+        non-quiet broadcast (send, replacement, cancellation) was accepted."""
+        if self.private is None:
+            self.last_route = "public"
+            refused = await self._broadcast_public(raw, quiet)
+        else:
+            refused = await self._broadcast_private(raw, quiet, self.private)
+        if refused is None and not quiet:
+            self.last_broadcast_at = time.monotonic()
+        return refused
+
+    async def _broadcast_public(self, raw: bytes, quiet: bool) -> str | None:
         try:
             await self.rpc.send_raw(raw)
             return None
         except RpcError as exc:
-            msg = exc.message.lower()
-            if any(k in msg for k in _ALREADY_KNOWN):
+            if already_known(exc.message):
                 return None
             if quiet:
                 self.log.debug("rebroadcast_refused", error=exc.message)
             return exc.message
+
+    async def _broadcast_private(self, raw: bytes, quiet: bool, private: RpcClient) -> str | None:
+        """All private endpoints at once. Any acceptance wins; an answer that is no known rejection makes
+        the outcome unknown (returned, tracked as sent); definitive rejections from every endpoint that
+        answered are a rejection; no answer at all: the public fallback, or BroadcastUnreachable."""
+        self.last_route = "private"
+        urls = [ep.url for ep in private.endpoints]
+        answers = await asyncio.gather(
+            *(private.send_raw_on(u, raw, self.cfg.private_method) for u in urls), return_exceptions=True
+        )
+        accepted = False
+        refusals: list[str] = []
+        unknown: list[str] = []
+        failures: list[tuple[str, str, bool]] = []  # (redacted url, error, unsent)
+        for u, a in zip(urls, answers, strict=True):
+            if isinstance(a, RpcError):
+                if already_known(a.message):
+                    accepted = True
+                elif definitive_rejection(a.message):
+                    refusals.append(a.message)
+                else:
+                    unknown.append(a.message)
+            elif isinstance(a, TransportError):
+                failures.append((redact_url(u), a.detail, a.unsent))
+            elif isinstance(a, Exception):
+                failures.append((redact_url(u), f"{type(a).__name__}: {a}", False))
+            elif isinstance(a, BaseException):
+                raise a
+            else:
+                accepted = True
+        for endpoint, error, unsent in failures:
+            self.log.warning("private_endpoint_failed", endpoint=endpoint, error=error, unsent=unsent)
+        if accepted:
+            return None
+        if unknown:
+            return unknown[0]
+        if refusals:
+            if quiet:
+                self.log.debug("rebroadcast_refused", error=refusals[0], route="private")
+            return refusals[0]
+        if self.cfg.private_fallback:
+            self.log.warning(
+                "private_fallback_public", endpoints=len(failures), note="no private endpoint answered; sent publicly"
+            )
+            self.last_route = "public"
+            return await self._broadcast_public(raw, quiet)
+        unsent = all(f[2] for f in failures)
+        detail = "; ".join(f"{e}: {err}" for e, err, _ in failures)
+        raise BroadcastUnreachable("private endpoints", f"no private endpoint answered ({detail})", unsent=unsent)
 
     async def _resync(self) -> None:
         try:
@@ -372,6 +490,18 @@ class TxManager:
         p = PendingTx(tx_id, plan, nonce, fees, gas_limit, head.number, [tx_hash], raw)
         try:
             rejected = await self._broadcast(raw)
+        except BroadcastUnreachable as exc:
+            if exc.unsent:  # no private endpoint could be connected to: the bytes never left
+                self.nonces.release(nonce)
+                try:
+                    self.store.attempt_refused(attempt_id, str(exc)[:300])
+                    self.store.tx_final(tx_id, "failed", reason=str(exc)[:300])
+                except Exception as jexc:  # noqa: BLE001 - a restart settles the row by receipt and nonce
+                    self.log.error("journal_write_failed", tx_id=tx_id, tx=tx_hash, error=f"{type(jexc).__name__}: {jexc}")
+                self.log.error("send_unreachable", tx=tx_hash, nonce=nonce, error=str(exc), note="never sent; nonce released")
+                raise SendUnreachable(str(exc)) from None
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=nonce, error=str(exc), route="private")
+            rejected = None
         except (TransportError, RpcUnavailable) as exc:
             # Unknown whether the node got it: track it as sent; receipts/replacement settle it.
             self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=nonce, error=str(exc))
@@ -558,7 +688,7 @@ class TxManager:
             refused = await self._broadcast(p.raw, quiet=True)
         except (RpcError, TransportError, RpcUnavailable) as exc:
             refused = str(exc)
-        self.log.info("tx_reoffered", **{**self._fields(p), "tx": tx_hash}, refused=refused)
+        self.log.info("tx_reoffered", **{**self._fields(p), "tx": tx_hash}, refused=refused, route=self.last_route)
 
     async def _resend(self, p: PendingTx, head: Block, fees: FeeQuote, *, cancel: bool, gas_limit: int, reason: str = "") -> None:
         """Sign and send a replacement (same call) or a cancellation (self-transfer) at p's nonce."""
@@ -591,6 +721,14 @@ class TxManager:
         p.hashes.append(tx_hash)
         try:
             rejected = await self._broadcast(raw)
+        except BroadcastUnreachable as exc:
+            if exc.unsent:  # never left: the previous attempt still holds the nonce; tried again later
+                self.store.attempt_refused(attempt_id, str(exc)[:300])
+                self.log.warning("replacement_not_sent", **self._fields(p), error=str(exc), route="private")
+                p.sent_block = head.number
+                return
+            rejected = None
+            self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=p.nonce, error=str(exc), route="private")
         except (TransportError, RpcUnavailable) as exc:
             rejected = None
             self.log.warning("send_outcome_unknown", tx=tx_hash, nonce=p.nonce, error=str(exc))
@@ -618,4 +756,5 @@ class TxManager:
             gas_limit=gas_limit,
             reason=reason or None,
             key=str(p.key),
+            route=self.last_route,
         )

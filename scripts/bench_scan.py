@@ -2,14 +2,16 @@
 """Benchmark of the keeper's per-block scan over N real perp positions (`make bench`).
 
 For each N (default 1,000 and 10,000) the script
-1. starts its own anvil and deploys the reference perp protocol (ETH and BTC markets);
-2. builds N real positions on-chain: N/2 impersonated traders, each funded (USDC mint + approve)
-   and opening one position per market (longs and shorts, margin 50–1,000 USDC, leverage 1–10x),
-   sent as JSON-RPC batches of eth_sendTransaction with automine off and mined 250 per block;
+1. starts its own anvil (`--prune-history`: only recent states in memory, so 100k positions fit)
+   and deploys the reference perp protocol: ETH and BTC markets, plus SOL and BNB (4 markets) from
+   100,000 positions on (`--markets`);
+2. builds N real positions on-chain: N/M impersonated traders (M markets), each funded (USDC mint +
+   approve) and opening one position per market (longs and shorts, margin 50–1,000 USDC, leverage
+   1–10x), sent as JSON-RPC batches of eth_sendTransaction with automine off and mined 250 per block;
 3. runs the daemon's own per-block path, `Daemon.process(head)` in dry run (sync → evaluate →
    candidate selection → confirm → simulate; nothing is sent), after the daemon's head poll, over
      steady   new empty blocks, no price move;
-     move     every block of a market move (ETH −move, BTC +move in `ramp` blocks, then held with
+     move     every block of a market move (ETH and SOL −move, BTC and BNB +move in `ramp` blocks, then held with
               small trades each block so the 900 s TWAP catches up);
      stressed more blocks at the moved prices (still trading): candidates and full TWAP evaluations;
 4. prints, per phase, the wall time per block split into sync (RPC), local evaluation (adapter
@@ -18,7 +20,8 @@ For each N (default 1,000 and 10,000) the script
    candidates, the initial index (first block from start_block), and the keeper's peak Python heap
    (tracemalloc, on a fresh keeper: initial index + one block); then one summary line per N:
    eval_ms_* over every measured block, rpc_calls_per_block in the steady phase, candidates and
-   stressed_* in the stressed phase.
+   stressed_* in the stressed phase; anvil's resident memory (current and peak) after the build and
+   at the end.
 
 Blocks are 12 s apart. Timings exclude anvil's own mining. On a shared machine compare the eval
 CPU time with the wall time: the difference is time spent waiting for a CPU.
@@ -28,8 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import gc
 import os
+import pstats
 import random
 import statistics
 import sys
@@ -52,7 +57,16 @@ from keeper.config import parse_config  # noqa: E402
 from keeper.daemon import Daemon  # noqa: E402
 from keeper.devtools.anvil import AnvilProcess  # noqa: E402
 from keeper.devtools.chain import DevChain  # noqa: E402
-from keeper.devtools.perp_env import BUY, SELL, USDC_UNIT, WAD, PerpDeployment, deploy_perp  # noqa: E402
+from keeper.devtools.perp_env import (  # noqa: E402
+    BUY,
+    DEFAULT_MARKETS,
+    SELL,
+    USDC_UNIT,
+    WAD,
+    MarketSpec,
+    PerpDeployment,
+    deploy_perp,
+)
 from keeper.log import configure_logging  # noqa: E402
 from keeper.rpc import RpcClient  # noqa: E402
 from keeper.types import Block  # noqa: E402
@@ -64,6 +78,12 @@ TX_BATCH = 500  # eth_sendTransaction per JSON-RPC batch while building
 WAVE = 250  # transactions per mined block while building
 TRADER_BASE = 0xBE7C << 144  # generated trader addresses (impersonated by anvil)
 WHALE = to_checksum_address(f"0x{0xB16 << 148:040x}")
+# ETH and BTC (the default deployment), then two more for the 4-market runs
+MARKETS = (
+    *DEFAULT_MARKETS,
+    MarketSpec("SOL", price=150 * WAD, base_reserve=200_000 * WAD),
+    MarketSpec("BNB", price=600 * WAD, base_reserve=50_000 * WAD),
+)
 
 
 # ---- raw transactions ------------------------------------------------------------------------------
@@ -134,17 +154,17 @@ class Build:
 
 
 async def build_positions(url: str, perp: PerpDeployment, n: int, seed: int) -> Build:
-    """N real positions: trader j opens one position in each market, opposite sides, random size."""
+    """N real positions: trader j opens one position in each market (alternating sides), random size."""
     rng = random.Random(seed)
     t0 = time.perf_counter()
     rpc = await RpcClient([url], timeout=600, batch_size=TX_BATCH).start()
     try:
         ch, usdc, admin = perp.clearing_house.address, perp.usdc.address, perp.chain.admin
-        amms = [perp.amms["ETH"].address, perp.amms["BTC"].address]
-        traders = [to_checksum_address(f"0x{TRADER_BASE + j + 1:040x}") for j in range((n + 1) // 2)]
+        amms = [c.address for c in perp.amms.values()]
+        traders = [to_checksum_address(f"0x{TRADER_BASE + j + 1:040x}") for j in range(-(-n // len(amms)))]
         opens: dict[str, list[tuple[str, int, int, int]]] = {t: [] for t in traders}
         for i in range(n):
-            j, m = divmod(i, 2)
+            j, m = divmod(i, len(amms))
             side = BUY if (j + m) % 2 == 0 else SELL
             opens[traders[j]].append((amms[m], side, rng.randint(50, 1000) * WAD, rng.randint(1, 10) * WAD))
         await rpc.batch([("anvil_setBalance", [t, hex(10**21)]) for t in traders])
@@ -176,7 +196,7 @@ async def build_positions(url: str, perp: PerpDeployment, n: int, seed: int) -> 
 
 
 class Market:
-    """Moves the ETH and BTC markets with a whale's 1x trades and follows with the oracle."""
+    """Moves the markets with a whale's 1x trades and follows with the oracle."""
 
     def __init__(self, rpc: RpcClient, perp: PerpDeployment):
         self.rpc, self.perp = rpc, perp
@@ -250,8 +270,9 @@ class BlockStats:
 class Probe:
     """Times the engine's per-block sections by wrapping the real methods (the path is unchanged)."""
 
-    def __init__(self, engine: Daemon):
+    def __init__(self, engine: Daemon, profile: cProfile.Profile | None = None):
         self.engine = engine
+        self.profile = profile  # --profile: cProfile of the evaluation sections only
         self.adapter = engine.adapters[0]
         self.cur = BlockStats()
         self.section = "other"
@@ -259,7 +280,7 @@ class Probe:
         self._wrap_async(self.adapter, "confirm", "confirm")
         self._wrap_async(engine.executor, "execute", "simulate")
         self._wrap(self.adapter, "evaluate", "evaluate")
-        self._wrap(engine.pipeline, "_track_statuses", "evaluate")
+        self._wrap(engine.pipeline, "_track_statuses", "track")
         run = engine.calls.run
 
         async def counted_run(calls, *args, **kw):
@@ -296,9 +317,13 @@ class Probe:
 
         def wrapped(*args, **kw):
             token = self._enter(section)
+            if self.profile is not None:
+                self.profile.enable()
             try:
                 out = orig(*args, **kw)
             finally:
+                if self.profile is not None:
+                    self.profile.disable()
                 self._leave(section, token)
             if name == "evaluate":
                 self.cur.positions += len(out)
@@ -343,6 +368,15 @@ async def open_engine(url: str, perp: PerpDeployment, state: Path) -> Daemon:
     return engine
 
 
+def eval_s(b: BlockStats) -> float:
+    """The block's local evaluation: adapter.evaluate + the engine's status tracking (wall)."""
+    return b.parts["evaluate"] + b.parts["track"]
+
+
+def eval_cpu_s(b: BlockStats) -> float:
+    return b.cpu["evaluate"] + b.cpu["track"]
+
+
 def ms(x: float) -> str:
     return f"{x * 1000:.1f}"
 
@@ -353,11 +387,12 @@ def med_max(values: list[float]) -> str:
 
 def print_phase_table(phases: dict[str, list[BlockStats]]) -> None:
     print(
-        f"{'phase':<9} {'blocks':>6} {'wall ms':>15} {'sync ms':>13} {'eval ms':>15} {'eval cpu ms':>15} "
+        f"{'phase':<9} {'blocks':>6} {'wall ms':>15} {'sync ms':>13} {'eval ms':>15} {'eval cpu ms':>15} {'track ms':>13} "
         f"{'confirm+sim ms':>15} {'rpc calls':>9} {'http':>5} {'reads':>6} {'candidates':>10} {'twap evals':>10}"
     )
     print(
-        "  (ms: median / max per block; eval = adapter.evaluate + engine status tracking, cpu = its thread CPU time;\n"
+        "  (ms: median / max per block; eval = adapter.evaluate + engine status tracking, cpu = its thread CPU time,\n"
+        "   track = the status tracking part (wall);\n"
         "   rpc calls (JSON-RPC, head poll included), http, reads (contract calls inside Multicall3), candidates,\n"
         "   twap evals (positions given the full TWAP/oracle evaluation): median per block)"
     )
@@ -365,8 +400,8 @@ def print_phase_table(phases: dict[str, list[BlockStats]]) -> None:
         med = statistics.median
         print(
             f"{name:<9} {len(blocks):>6} {med_max([b.wall for b in blocks]):>15} "
-            f"{med_max([b.parts['sync'] for b in blocks]):>13} {med_max([b.parts['evaluate'] for b in blocks]):>15} "
-            f"{med_max([b.cpu['evaluate'] for b in blocks]):>15} "
+            f"{med_max([b.parts['sync'] for b in blocks]):>13} {med_max([eval_s(b) for b in blocks]):>15} "
+            f"{med_max([eval_cpu_s(b) for b in blocks]):>15} {med_max([b.parts['track'] for b in blocks]):>13} "
             f"{med_max([b.parts['confirm'] + b.parts['simulate'] for b in blocks]):>15} "
             f"{med([sum(b.calls.values()) for b in blocks]):>9g} {med([b.http for b in blocks]):>5g} "
             f"{med([sum(b.reads.values()) for b in blocks]):>6g} {med([b.candidates for b in blocks]):>10g} "
@@ -383,10 +418,10 @@ def print_phase_table(phases: dict[str, list[BlockStats]]) -> None:
         print(f"  {name}: JSON-RPC calls per block by method: {per}; contract reads per block: {per_reads or '0'}")
 
 
-def rss_mb() -> tuple[float, float]:
-    """(current, peak) resident set size of this process, MB (Linux)."""
+def rss_mb(pid: int | str = "self") -> tuple[float, float]:
+    """(current, peak) resident set size of a process (this one by default), MB (Linux)."""
     fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         k, _, v = line.partition(":")
         fields[k] = v.strip()
     return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -394,23 +429,34 @@ def rss_mb() -> tuple[float, float]:
 
 async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
     print(f"\n=== N = {n:,} positions (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs) ===", flush=True)
+    markets = (4 if n >= 100_000 else 2) if args.markets == "auto" else int(args.markets)
     node = AnvilProcess(
-        timestamp=int(time.time()) - 30 * 86400, gas_limit=BLOCK_GAS_LIMIT, extra_args=["--auto-impersonate"]
+        timestamp=int(time.time()) - 30 * 86400,
+        gas_limit=BLOCK_GAS_LIMIT,
+        extra_args=["--auto-impersonate", "--prune-history", str(args.prune_history)],
     ).start()
+    assert node.pid is not None
+
+    def anvil_memory() -> str:
+        rss, hwm = rss_mb(node.pid or 0)
+        return f"anvil RSS {rss:,.0f} MB, peak {hwm:,.0f} MB"
+
     engine: Daemon | None = None
     scripting = await RpcClient([node.url], timeout=600, batch_size=TX_BATCH).start()  # not the keeper's client
     try:
         chain = DevChain(node.url, timeout=600)
-        perp = deploy_perp(chain)
+        perp = deploy_perp(chain, MARKETS[:markets])
         build = await build_positions(node.url, perp, n, args.seed)
+        anvil_after_build = anvil_memory()
         print(
-            f"build: {build.positions:,} positions of {build.traders:,} traders, {build.txs:,} transactions in "
-            f"{build.blocks} blocks, {build.seconds:.1f} s",
+            f"build: {build.positions:,} positions in {markets} markets of {build.traders:,} traders, {build.txs:,} "
+            f"transactions in {build.blocks} blocks, {build.seconds:.1f} s; {anvil_after_build}",
             flush=True,
         )
 
         engine = await open_engine(node.url, perp, workdir / f"bench-{n}.sqlite")
-        probe = Probe(engine)
+        profile = cProfile.Profile() if args.profile else None
+        probe = Probe(engine, profile)
         market = Market(scripting, perp)
         index = await probe.block()
         adapter = probe.adapter
@@ -431,8 +477,8 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
 
         await market.fund_whale()
         await probe.block()  # the whale's funding block (not a measured phase)
-        start = {name: perp.spot_price(name) for name in ("ETH", "BTC")}
-        moved = {"ETH": start["ETH"] * (WAD - args.move) // WAD, "BTC": start["BTC"] * (WAD + args.move) // WAD}
+        start = {name: perp.spot_price(name) for name in perp.amms}
+        moved = {k: start[k] * (WAD + (1 if i % 2 else -1) * args.move) // WAD for i, k in enumerate(start)}
         noise = WAD // 2000  # ±0.05 % trades once the move is done
         for i in range(args.ramp + args.hold + args.blocks):
             if i < args.ramp:
@@ -445,10 +491,14 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
             phases["move" if i < args.ramp + args.hold else "stressed"].append(s)
 
         print(
-            f"market move: ETH {args.move / WAD:.1%} down, BTC {args.move / WAD:.1%} up in {args.ramp} blocks, "
+            f"market move: {' and '.join(list(start)[::2])} {args.move / WAD:.1%} down, "
+            f"{' and '.join(list(start)[1::2])} {args.move / WAD:.1%} up in {args.ramp} blocks, "
             f"held {args.hold} blocks with ±0.05 % trades every block; blocks {BLOCK_SECONDS} s apart"
         )
         print_phase_table(phases)
+        if profile is not None:
+            print("  cProfile of the evaluation sections, every measured block (top 30 by own time):")
+            pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(30)
         print(f"  load average now {os.getloadavg()[0]:.2f} (wall times include waiting for a CPU; cpu times do not)")
         statuses = engine.status_counts.get(adapter.name, Counter())
         print("  statuses after the stressed phase: " + ", ".join(f"{k} {v}" for k, v in statuses.most_common()))
@@ -467,21 +517,27 @@ async def run_size(n: int, args: argparse.Namespace, workdir: Path) -> str:
         rss, hwm = rss_mb()
         print(
             f"memory: keeper heap after index + one block {current / 2**20:.1f} MB, peak {peak / 2**20:.1f} MB "
-            f"(tracemalloc); process RSS {rss:.0f} MB, peak {hwm:.0f} MB (includes the web3 build tooling)"
+            f"(tracemalloc); process RSS {rss:.0f} MB, peak {hwm:.0f} MB (includes the web3 build tooling); "
+            f"{anvil_memory()}"
         )
 
         steady, stressed = phases["steady"], phases["stressed"]
         every = [b for blocks in phases.values() for b in blocks]
-        evals = [b.parts["evaluate"] for b in every]
+        evals = [eval_s(b) for b in every]
+        per_phase = " ".join(
+            f"{name}_eval_ms={ms(statistics.median(eval_s(b) for b in blocks))}/{ms(max(eval_s(b) for b in blocks))}"
+            for name, blocks in phases.items()
+        )
         return (
             f"bench N={n}: eval_ms_median={ms(statistics.median(evals))} eval_ms_max={ms(max(evals))} "
-            f"eval_cpu_ms_median={ms(statistics.median(b.cpu['evaluate'] for b in every))} "
+            f"{per_phase} eval_cpu_ms_median={ms(statistics.median(eval_cpu_s(b) for b in every))} "
             f"rpc_calls_per_block={statistics.median(sum(b.calls.values()) for b in steady):g} markets={len(adapter.markets())} "
             f"candidates={statistics.median(b.candidates for b in stressed):g} peak_mem_mb={peak / 2**20:.1f} "
             f"stressed_rpc_calls_per_block={statistics.median(sum(b.calls.values()) for b in stressed):g} "
-            f"stressed_eval_ms_median={ms(statistics.median(b.parts['evaluate'] for b in stressed))} "
+            f"stressed_eval_ms_median={ms(statistics.median(eval_s(b) for b in stressed))} "
             f"sync_ms_median={ms(statistics.median(b.parts['sync'] for b in every))} "
-            f"index_s={index.wall:.2f} build_s={build.seconds:.1f}"
+            f"index_s={index.wall:.2f} build_s={build.seconds:.1f} anvil_rss_mb={rss_mb(node.pid)[0]:.0f} "
+            f"anvil_peak_rss_mb={rss_mb(node.pid)[1]:.0f}"
         )
     finally:
         if engine is not None:
@@ -496,8 +552,11 @@ def main() -> int:
     p.add_argument("--blocks", type=int, default=20, help="measured blocks in the steady and stressed phases")
     p.add_argument("--ramp", type=int, default=25, help="blocks over which the market moves")
     p.add_argument("--hold", type=int, default=75, help="blocks the moved price is held before the stressed phase (900 s TWAP)")
-    p.add_argument("--move", default="0.045", help="relative price move (ETH down, BTC up), default 0.045")
+    p.add_argument("--move", default="0.045", help="relative price move (ETH, SOL down; BTC, BNB up), default 0.045")
+    p.add_argument("--markets", default="auto", help="markets (2 or 4); auto: 4 from 100,000 positions on, else 2")
+    p.add_argument("--prune-history", type=int, default=64, help="states anvil keeps in memory (its --prune-history)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the evaluation sections per N")
     args = p.parse_args()
     args.move = int(float(args.move) * WAD)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

@@ -54,7 +54,8 @@ def test_one_daemon_liquidates_perp_and_llamma_with_one_nonce_stream(tmp_path):
                 return False
             # Every keeper transaction on chain has its sent line and every liquidation its landed line
             # (a receipt is read on one of the daemon's next blocks: the chain alone is not enough).
-            sent, approvals = daemon.events("liquidation_sent"), daemon.events("approval_sent")
+            sent = daemon.events("liquidation_sent")
+            approvals = daemon.events("approval_sent") + daemon.events("setup_sent")
             landed = daemon.events("liquidation_landed")
             return chain.nonce(KEEPER) == len(sent) + len(approvals) and len(landed) == len(sent)
 
@@ -69,7 +70,8 @@ def test_one_daemon_liquidates_perp_and_llamma_with_one_nonce_stream(tmp_path):
                 if tx["from"] == KEEPER:
                     nonces.append(tx["nonce"])
         assert sorted(nonces) == list(range(len(nonces))) == list(range(chain.nonce(KEEPER)))
-        assert len(nonces) == len(daemon.events("liquidation_sent")) + len(daemon.events("approval_sent"))
+        sends = ("liquidation_sent", "approval_sent", "setup_sent")
+        assert len(nonces) == sum(len(daemon.events(e)) for e in sends)
     finally:
         if daemon:
             daemon.stop(signal.SIGTERM)

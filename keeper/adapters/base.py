@@ -58,9 +58,12 @@ class Adapter(ABC):
     value_symbol: str = "quote"
     # Gas a typical liquidation of this protocol uses; only for pricing before it can be simulated.
     typical_gas: ClassVar[int] = 500_000
-    # Liquidations in flight per market at once: 1 where each liquidation changes the market for
-    # the next (a vAMM), more where they are independent (LLAMMA bands). tx.max_in_flight_per_market overrides.
-    max_in_flight_per_market: ClassVar[int] = 1
+    # Liquidations in flight per market at once (tx.max_in_flight_per_market overrides).
+    max_in_flight_per_market: ClassVar[int] = 8
+    # Does one liquidation leave the next one's state alone (LLAMMA: each loan has its own bands), or
+    # move it (a vAMM: price, and so every other position's ratio and reward)? Without sequence
+    # simulation a dependent market gets one liquidation per block.
+    independent_liquidations: ClassVar[bool] = False
 
     def __init__(self, config: ProtocolConfig, ctx: Context):
         self.config = config
@@ -144,6 +147,11 @@ class Adapter(ABC):
         """May the same call liquidate this position again right after `plan` in the same block (a
         partial close that leaves it liquidatable)? The sequence simulation decides whether it does."""
         return False
+
+    def setup_plans(self, head: Block) -> list[Plan]:
+        """Set-up transactions worth sending ahead of the money while idle (allowances), each with a
+        `step`; the executor sends each one once, simulated and under the fee caps."""
+        return []
 
     def position_for_call(self, to: str, data: bytes) -> PositionKey | None:
         """The position a liquidation call (anyone's: a rival's pending transaction) targets, or None when

@@ -28,6 +28,7 @@ from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
 from keeper.risk import llamma as lm
+from keeper.routes import RouteConfig
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
@@ -151,11 +152,41 @@ class LlammaConfig(ProtocolConfig):
     )
     approval_amount: NonNegDec = Field(Decimal(100_000), description="Allowance set in 'bounded' mode (stablecoin units).")
     page_size: int = Field(200, ge=1, le=1000, description="Loans per users_to_liquidate(from, limit) call.")
+    mode: Literal["inventory", "callback"] = Field(
+        "inventory",
+        description="'inventory': pay d − x from the keeper's stablecoin and keep the collateral; 'callback': liquidate "
+        "through the keeper's liquidator contract, which sells the collateral along the market's route in the same "
+        "transaction (needs `liquidator` and `routes`; markets without a route are skipped, logged).",
+    )
+    liquidator: Address | None = Field(
+        None, description="The keeper's Liquidator contract (`keeper liquidator deploy`); required in callback mode."
+    )
+    routes: dict[Address, RouteConfig] = Field(
+        default_factory=dict,
+        description="Per market (controller address): the swap route collateral → stablecoin, 1–3 hops "
+        "{pool, kind = 'curve' | 'curve_crypto' | 'univ2', i, j, token_in, token_out}.",
+    )
+    route_slippage: Ratio = Field(
+        Decimal("0.005"), description="Tolerance on the route's quote: min_out = quote × (1 − this), floored."
+    )
 
     @model_validator(mode="after")
     def _has_markets(self) -> LlammaConfig:
         if self.factory is None and not self.controllers:
             raise ValueError("set factory or controllers")
+        if self.factory is None:
+            for controller in self.routes:
+                if controller not in self.controllers:
+                    raise ValueError(f"routes: {controller} is not one of `controllers` (not watched)")
+        if self.mode == "callback":
+            if self.liquidator is None:
+                raise ValueError("mode = 'callback' needs liquidator (deploy one with `keeper liquidator deploy`)")
+            if not self.routes:
+                raise ValueError("mode = 'callback' needs routes: a swap route per market it liquidates")
+            if self.factory is None:
+                missing = [c for c in self.controllers if c not in self.routes]
+                if missing:
+                    raise ValueError(f"mode = 'callback': no route for controller {missing[0]} (add routes.\"{missing[0]}\")")
         return self
 
 
@@ -241,7 +272,7 @@ class LlammaAdapter(Adapter):
     kind = "llamma"
     config_model = LlammaConfig
     typical_gas = 700_000
-    max_in_flight_per_market = 8  # liquidating one borrower does not change another's bands
+    independent_liquidations = True  # liquidating one borrower does not change another's bands
 
     def __init__(self, config: LlammaConfig, ctx):
         super().__init__(config, ctx)
@@ -251,6 +282,7 @@ class LlammaAdapter(Adapter):
         self.dirty: set[tuple[str, str]] = set()
         self.liquidatable: dict[tuple[str, str], Liquidatable] = {}
         self.inventory: dict[str, Inventory] = {}  # stablecoin → keeper balance/allowances
+        self._inventory_stale = False  # re-read allowances at the next idle block (after a set-up approval)
         self.scan_extra: dict[tuple[str, str], ScanExtra] = {}
         self.events = EventIndexer(
             ctx.rpc,
@@ -529,6 +561,9 @@ class LlammaAdapter(Adapter):
                 found[(m.controller, to_checksum_address(user))] = Liquidatable(x, y, debt, h)
         self.liquidatable = found
         if not found:
+            if self._inventory_stale:  # a set-up approval went out: read the allowances it changes
+                self._inventory_stale = False
+                self._read_inventory(await self.ctx.calls.run(self._inventory_calls(), head.number))
             return
         keys = list(found)
         pays = await self._pays(keys, head)
@@ -729,8 +764,8 @@ class LlammaAdapter(Adapter):
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
         """Plans for the candidates, best first, within the keeper's stablecoin budget (inventory and
         the capital cap, reserved across the plans of one block). Where the controller's allowance does
-        not cover this block's plans, the first plan carries one approval sized to all of them (per the
-        approval mode) and the others wait for the next block."""
+        not cover this block's plans, every plan that pays carries the same approval, sized to all of them
+        (per the approval mode): it is sent once, right before them."""
         slippage = to_units(self.cfg.min_x_slippage, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         reserved: dict[str, int] = {}  # stablecoin → reserved this block
@@ -781,22 +816,42 @@ class LlammaAdapter(Adapter):
             m = self.mkts[controller]
             total = sum(need for _, need in group)
             allowance = self.inventory.get(m.stablecoin, Inventory()).allowance.get(controller, 0)
-            if total <= allowance:
-                plans.extend(p for p, _ in group)
-                continue
-            first = group[0][0]
-            amount = self._approval_amount(total)
-            first.prerequisite = Plan(
-                key=first.key,
-                to=m.stablecoin,
-                data=ERC20.fn("approve").encode(controller, amount),
-                kind="approval",
-                expected_reward=0,
-                fields={"amount": amount},
-                step=f"approve:{m.stablecoin}:{controller}",
-            )
-            plans.append(first)
+            paying = [p for p, need in group if need > 0]
+            if total > allowance and paying:
+                # One approval for all of them; a loan that needs no payment (x ≥ d) never waits for it.
+                approval = self._approval_plan(m, paying[0].key, self._approval_amount(total))
+                for p in paying:
+                    p.prerequisite = approval
+            plans.extend(p for p, _ in group)
         return plans
+
+    def _approval_plan(self, m: Market, key: PositionKey, amount: int) -> Plan:
+        return Plan(
+            key=key,
+            to=m.stablecoin,
+            data=ERC20.fn("approve").encode(m.controller, amount),
+            kind="approval",
+            expected_reward=0,
+            fields={"amount": amount},
+            step=f"approve:{m.stablecoin}:{m.controller}",
+        )
+
+    def setup_plans(self, head: Block) -> list[Plan]:
+        """Allowances set ahead of the money (approval modes 'bounded' and 'unlimited'; 'exact' approves per
+        block what that block's liquidations need): a controller whose allowance fell below half its target
+        while the keeper holds stablecoin is topped up to the target."""
+        if self.cfg.approval == "exact":
+            return []
+        out: list[Plan] = []
+        for m in self.mkts.values():
+            inv = self.inventory.get(m.stablecoin)
+            if inv is None or inv.balance <= 0:
+                continue
+            target = self._approval_amount(0)
+            if inv.allowance.get(m.controller, 0) * 2 < target:
+                out.append(self._approval_plan(m, PositionKey(self.name, m.controller, self.ctx.keeper), target))
+        self._inventory_stale = self._inventory_stale or bool(out)
+        return out
 
     def _approval_amount(self, need: int) -> int:
         if self.cfg.approval == "unlimited":

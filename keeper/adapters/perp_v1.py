@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 from eth_abi import decode as abi_decode
@@ -30,6 +31,7 @@ from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, revert_reason
 from keeper.risk import perp as pm
+from keeper.risk.perp_vec import PositionBook, TrackedPositions
 from keeper.rpc import RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
@@ -173,6 +175,12 @@ class SnapshotCache:
     length: int = 0
 
 
+@lru_cache(maxsize=64)
+def _wad(ratio: Decimal) -> int:
+    """A configured ratio in 1e18 units (cached: the evaluation asks for it per position)."""
+    return to_units(ratio, 18)
+
+
 def _label_from_key(raw: bytes) -> str:
     text = raw.rstrip(b"\0")
     try:
@@ -199,10 +207,8 @@ class PerpV1Adapter(Adapter):
         self.states: dict[str, pm.MarketState] = {}
         self.snapshots: dict[str, SnapshotCache] = {}
         self.twap_memos: dict[str, pm.TwapMemo] = {}  # amm → incremental TWAP per position size
-        self.positions: dict[tuple[str, str], pm.Position] = {}
-        self.healthy: dict[tuple[str, str], Evaluation] = {}  # see evaluate
-        self.clear: dict[tuple[str, str], pm.Position] = {}  # positions found clearly healthy last block
-        self.market_inputs: dict[str, tuple[int, int, int, int]] = {}  # amm → (quote, base, cpf, oracle) then
+        # every change is recorded, so the prefilter's arrays follow it incrementally (see evaluate)
+        self.positions: dict[tuple[str, str], pm.Position] = TrackedPositions()
         self.dirty: set[tuple[str, str]] = set()
         self.events = EventIndexer(
             ctx.rpc,
@@ -595,7 +601,7 @@ class PerpV1Adapter(Adapter):
             return "auto", "contract switch", mi.onchain_lockout_ratio or None
         thr = mi.policy.lockout_threshold if mi.policy.lockout_threshold is not None else self.cfg.lockout_threshold
         source = "config" if mode == "on" else "config (auto: the contract has no lockout switch)"
-        return mode, source, to_units(thr, 18)
+        return mode, source, _wad(thr)
 
     def _lockout_threshold(self, mi: MarketInfo) -> int | None:
         """Deviation (1e18) at or above which nothing is sent in this market, or None when off."""
@@ -608,33 +614,52 @@ class PerpV1Adapter(Adapter):
         return self.cfg.min_profit
 
     def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
-        skip = None if full else self.params.mmr + to_units(self.cfg.prefilter_margin, 18)
-        states, info = self.states, self.info
-        # Each position's "clearly healthy" Evaluation (never modified) is reused block after block,
-        # so the common case allocates nothing; positions gone since the last block drop out here.
-        healthy, self.healthy = self.healthy, {}
-        # A market whose reserves, oracle price and funding did not move since the last block leaves
-        # every unchanged position's spot ratio as it was: one found clearly healthy stays so, unpriced.
-        inputs = {a: (m.quote_reserve, m.base_reserve, m.cpf, m.oracle_price) for a, m in states.items()}
-        quiet = {a for a, v in inputs.items() if self.market_inputs.get(a) == v} if skip is not None else set()
-        self.market_inputs = inputs
-        clear, self.clear = self.clear, {}  # no per-position allocation: this loop runs every block
-        out: list[Evaluation] = []
-        for k, pos in self.positions.items():
-            m = states.get(k[0])
-            mi = info.get(k[0])
-            if m is None or mi is None:
+        """Every position of every market with a state. Per block (full=False) a position whose SPOT
+        ratio is ≥ mmr + prefilter_margin is clearly healthy and gets its reused plain Evaluation;
+        the vectorised prefilter (risk/perp_vec.py) proves that with float bounds over each market's
+        arrays, and only the positions it cannot prove go through the exact integer maths
+        (`_evaluate_one`, which makes the same test exactly). The result equals evaluating every
+        position exactly. full=True (scan) evaluates every position in full."""
+        if full:
+            out: list[Evaluation] = []
+            for k, pos in self.positions.items():
+                m, mi = self.states.get(k[0]), self.info.get(k[0])
+                if m is not None and mi is not None:
+                    key = PositionKey(self.name, *k)
+                    out.append(self._evaluate_one(key, pos, m, mi, None) or Evaluation(key, Status.HEALTHY, False))
+            return out
+        skip = self.params.mmr + _wad(self.cfg.prefilter_margin)
+        book = self._prefilter_book()
+        book.sync(self.positions)
+        out = []
+        for amm, arrays in book.markets.items():
+            m, mi = self.states.get(amm), self.info.get(amm)
+            if m is None or mi is None or arrays.n == 0:
                 continue
-            h = self.healthy[k] = healthy.get(k) or Evaluation(PositionKey(self.name, *k), Status.HEALTHY, False)
-            if k[0] in quiet and clear.get(k) is pos:
-                self.clear[k] = pos
-                out.append(h)
-                continue
-            e = self._evaluate_one(h.key, pos, m, mi, skip)
-            if e is None:
-                self.clear[k] = pos
-            out.append(e or h)
+            # Each position's "clearly healthy" Evaluation (never modified) is reused block after
+            # block: the common case allocates nothing per position.
+            evals = arrays.items.copy()
+            positions = arrays.positions
+            try:
+                unproven = arrays.unproven(m.quote_reserve, m.base_reserve, m.cpf, skip)
+                m.deviation  # noqa: B018 - raises where the exact maths would for every position (oracle 0)
+            except (ArithmeticError, ValueError):
+                unproven = list(range(arrays.n))
+            for i in unproven:
+                e = self._evaluate_one(evals[i].key, positions[i], m, mi, skip)
+                if e is not None:
+                    evals[i] = e
+            out += evals
         return out
+
+    def _prefilter_book(self) -> PositionBook[tuple[str, str], Evaluation]:
+        """The prefilter's arrays (made on first use: adapters built without __init__ in tests have none)."""
+        book: PositionBook[tuple[str, str], Evaluation] | None = self.__dict__.get("_book")
+        if book is None:
+            name = self.name
+            book = PositionBook(lambda k: k[0], lambda k: Evaluation(PositionKey(name, k[0], k[1]), Status.HEALTHY, False))
+            self.__dict__["_book"] = book
+        return book
 
     @staticmethod
     def _position_fields(pos: pm.Position, mi: MarketInfo) -> dict:
@@ -658,20 +683,26 @@ class PerpV1Adapter(Adapter):
             return Evaluation(key, Status.HEALTHY, False, None, self._position_fields(pos, mi), reason=f"maths: {exc}")
         if r is None:
             return None
-        fields = self._position_fields(pos, mi)
-        fields.update(
-            spot_mr=r.spot_mr,
-            twap_mr=r.twap_mr,
-            oracle_mr=r.oracle_mr,
-            margin_ratio=r.contract_mr,
-            effective_mr=r.effective_mr,
-            over_spread=r.over_spread,
-            deviation=pm.price_deviation(m),
-        )
-        liq = pm.liquidation(pos, m, p, r)
-        if not liq.liquidatable:
+        deviation = m.deviation  # pm.price_deviation(m)
+        fields: dict[str, object] = {  # _position_fields and the ratios in one literal (runs per position near maintenance)
+            "market": mi.label,
+            "side": "long" if pos.size > 0 else "short",
+            "size": pos.size,
+            "margin": pos.margin,
+            "open_notional": pos.open_notional,
+            "quote_symbol": mi.quote_symbol,
+            "spot_mr": r.spot_mr,
+            "twap_mr": r.twap_mr,
+            "oracle_mr": r.oracle_mr,
+            "margin_ratio": r.contract_mr,
+            "effective_mr": r.effective_mr,
+            "over_spread": r.over_spread,
+            "deviation": deviation,
+        }
+        if not r.effective_mr - p.mmr < 0:  # not liquidatable (pm.liquidation's own test)
             status = Status.OVER_SPREAD if r.over_spread and r.contract_mr < p.mmr else Status.HEALTHY
             return Evaluation(key, status, False, None, fields)
+        liq = pm.liquidation(pos, m, p, r)
         reward = pm.token_floor(liq.fee_to_liquidator, mi.quote_decimals)
         fields.update(
             kind="partial" if liq.partial else "full",
@@ -682,10 +713,8 @@ class PerpV1Adapter(Adapter):
         )
         kind = Status.PARTIAL if liq.partial else Status.FULL
         threshold = self._lockout_threshold(mi)
-        if threshold is not None and fields["deviation"] >= threshold:
-            return Evaluation(
-                key, Status.LOCKOUT, False, reward, fields, reason=f"price deviation {fields['deviation']} ≥ {threshold}"
-            )
+        if threshold is not None and deviation >= threshold:
+            return Evaluation(key, Status.LOCKOUT, False, reward, fields, reason=f"price deviation {deviation} ≥ {threshold}")
         if not mi.policy.enabled:
             return Evaluation(key, kind, False, reward, fields, reason="market disabled by policy")
         if liq.needs_backstop:

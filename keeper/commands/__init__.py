@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "keeper.commands.sandbox",
     "keeper.commands.fork",
     "keeper.commands.watch",
+    "keeper.commands.liquidator",
 )
 
 

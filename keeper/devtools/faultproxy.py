@@ -1,5 +1,10 @@
 """A JSON-RPC proxy on loopback that injects faults between the keeper and a node (tests only).
 
+Every JSON-RPC method received is recorded in order (`methods`, and per method in GET /__stats), in
+every mode: a test asserts which endpoint saw which call (e.g. raw transactions only on the private
+endpoint). `private_tx=True` makes it stand in for a private-transaction endpoint: it answers
+`eth_sendPrivateTransaction` [{"tx": raw}] by forwarding `eth_sendRawTransaction` [raw] upstream.
+
 Modes (switch at runtime with POST /__mode {"mode": "..."}; GET /__stats for counters):
   ok        forward every request
   error     answer HTTP 503
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -25,11 +31,13 @@ MODES = ("ok", "error", "hang", "garbage", "rpcerror", "stale")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, mode: str = "ok"):
+    def __init__(self, upstream: str, mode: str = "ok", *, private_tx: bool = False):
         self.upstream = upstream
         self.mode = mode
+        self.private_tx = private_tx
         self.requests = 0
         self.faults = 0
+        self.methods: list[str] = []  # every JSON-RPC method received, in order (batch items included)
         self._frozen: dict[str, Any] = {}
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -46,6 +54,28 @@ class FaultProxy:
         async with self._session.post(self.upstream, json=payload) as resp:
             return await resp.json(content_type=None)
 
+    def count(self, method: str) -> int:
+        """How many calls of `method` this proxy received."""
+        return self.methods.count(method)
+
+    def _record(self, payload: Any) -> None:
+        items = payload if isinstance(payload, list) else [payload]
+        self.methods.extend(str(i.get("method")) for i in items if isinstance(i, dict))
+
+    def _translate(self, payload: Any) -> Any:
+        """eth_sendPrivateTransaction [{"tx": raw, ...}] → eth_sendRawTransaction [raw] (private_tx only)."""
+        if not self.private_tx:
+            return payload
+        items = payload if isinstance(payload, list) else [payload]
+        out = []
+        for i in items:
+            if isinstance(i, dict) and i.get("method") == "eth_sendPrivateTransaction":
+                params = i.get("params") or [{}]
+                raw = params[0].get("tx") if isinstance(params[0], dict) else None
+                i = {**i, "method": "eth_sendRawTransaction", "params": [raw]}
+            out.append(i)
+        return out if isinstance(payload, list) else out[0]
+
     async def _stale_answer(self, item: dict) -> dict | None:
         method, params = item.get("method"), item.get("params") or []
         if method == "eth_blockNumber" or (method == "eth_getBlockByNumber" and params and params[0] == "latest"):
@@ -58,6 +88,11 @@ class FaultProxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
         body = await request.read()
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        self._record(payload)
         mode = self.mode
         if mode != "ok" and mode != "stale":
             self.faults += 1
@@ -68,7 +103,9 @@ class FaultProxy:
             return web.Response(status=503, text="proxy stopping")
         if mode == "garbage":
             return web.Response(status=200, text="<html>not json")
-        payload = json.loads(body)
+        if payload is None:
+            return web.Response(status=400, text="invalid JSON")
+        payload = self._translate(payload)
         if mode == "rpcerror":
             items = payload if isinstance(payload, list) else [payload]
             out = [{"jsonrpc": "2.0", "id": i.get("id"), "error": {"code": -32000, "message": "header not found"}} for i in items]
@@ -91,7 +128,9 @@ class FaultProxy:
         return web.json_response({"mode": self.mode})
 
     async def stats(self, _request: web.Request) -> web.Response:
-        return web.json_response({"mode": self.mode, "requests": self.requests, "faults": self.faults})
+        return web.json_response(
+            {"mode": self.mode, "requests": self.requests, "faults": self.faults, "methods": dict(Counter(self.methods))}
+        )
 
     async def start(self, port: int = 0) -> FaultProxy:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -242,10 +242,15 @@ async def test_min_x_slippage_revert_is_handled_and_not_resent_blindly(world, tm
         reverted = [r for r in log.events("liquidation_reverted") if r["tx"] == pending["tx"]]
         assert reverted and "Slippage" in reverted[0]["reason"]
         sends = len([r for r in log.events("liquidation_sent") if r["account"] == pending["account"]])
-        for _ in range(3):  # within the failure cooldown: not resent blindly
+        retry_after = reverted[0]["retry_after_block"]
+        assert retry_after > m.chain.block_number() + 1
+        steps = 0
+        while m.chain.block_number() + 1 < retry_after:  # every head within the failure cooldown: not resent blindly
+            m.chain.mine()
             await step(engine)
-        assert len([r for r in log.events("liquidation_sent") if r["account"] == pending["account"]]) == sends
-        assert reverted[0]["retry_after_block"] > m.chain.block_number()
+            steps += 1
+            assert len([r for r in log.events("liquidation_sent") if r["account"] == pending["account"]]) == sends
+        assert steps >= 1
     finally:
         m.chain.set_automine(True)
         await engine.close()
@@ -304,7 +309,7 @@ async def test_capital_cap_gives_a_partial_frac_and_exact_approval(world, tmp_pa
     _engine, log = await run_keeper(
         m, tmp_path, blocks=2, protocol={"max_capital": str(cap), "approval": "exact", "min_frac": "0.05"}
     )
-    (approval,) = log.events("approval_sent")
+    assert log.events("approval_sent")  # 'exact': one per head, for that head's liquidations
     sent = log.events("liquidation_sent")
     assert sent and all(r["kind"] == "frac" for r in sent)
     for ev in (e["args"] for e in m.controller.events.Liquidate.get_logs(from_block=0)):
@@ -314,32 +319,38 @@ async def test_capital_cap_gives_a_partial_frac_and_exact_approval(world, tmp_pa
     assert left < 2 * cap * E * len(pays)
 
 
-async def test_pending_approval_is_not_sent_twice(world, tmp_path):
-    """An approval not yet mined when the keeper evaluates again holds that controller's
-    liquidations back: no second approval overwrites it, and the liquidations follow once it lands."""
+async def test_approval_and_its_liquidations_go_out_at_one_head_and_nothing_is_sent_twice(world, tmp_path):
+    """No allowance at the crash: the approval and every liquidation it enables are sent at the same head
+    on consecutive nonces (approval first) and land in one block; while they are pending the next head
+    sends no second approval and no liquidation twice."""
     m, _users, _arb = world
     sharp_step(m, 5)
     m.fund_stablecoin(KEEPER, m.usd(10**6))
     chain = m.chain
+    liquidatable = set(utl(m))
     engine, log = await start_engine(keeper_config(chain.url, tmp_path / "k.sqlite", [llamma_protocol(m, approval="exact")]))
     try:
         chain.set_automine(False)
         await step(engine)
         (approval,) = log.events("approval_sent")
-        await step(engine)  # evaluated again while the approval is still in the pool
-        assert len(log.events("approval_sent")) == 1 and not log.events("liquidation_sent")
-        assert "prerequisite_pending" in {r["reason"] for r in log.events("liquidation_skipped")}
-        chain.mine()  # the approval lands
-        assert m.stablecoin.functions.allowance(KEEPER, m.controller.address).call() == approval["amount"] > 0
+        sent = log.events("liquidation_sent")
+        assert {r["account"] for r in sent} == liquidatable
+        assert [approval["nonce"], *[r["nonce"] for r in sent]] == list(range(approval["nonce"], approval["nonce"] + len(sent) + 1))
+        await step(engine)  # evaluated again while everything is still in the pool
+        assert len(log.events("approval_sent")) == 1 and len(log.events("liquidation_sent")) == len(sent)
+        chain.mine()  # all of it lands in one block
+        block = chain.w3.eth.get_block("latest", full_transactions=True)
+        mine = [tx for tx in block.transactions if tx["from"] == KEEPER]
+        assert len(mine) == len(sent) + 1
+        assert all(chain.w3.eth.get_transaction_receipt(tx["hash"])["status"] == 1 for tx in mine)
         chain.set_automine(True)
-        for _ in range(3):
-            await step(engine)
+        await step(engine)
         await settle_pool(engine)
     finally:
         chain.set_automine(True)
         await engine.close()
     assert len(log.events("approval_sent")) == 1
-    assert log.events("liquidation_landed") and not utl(m)
+    assert len(log.events("liquidation_landed")) == len(sent) and not utl(m)
 
 
 def test_scan_json_lists_loans_with_health_and_soft_flags(world, tmp_path):

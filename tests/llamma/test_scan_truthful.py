@@ -15,7 +15,6 @@ from tests.llamma.conftest import make_fully_converted_rekt, make_partly_convert
 
 pytestmark = pytest.mark.chain
 E = 10**18
-TYPICAL_GAS = 700_000  # the LLAMMA adapter's typical liquidation gas, priced behind an approval
 
 
 def config(m, tmp_path) -> dict:
@@ -33,14 +32,19 @@ async def scan_rows(cfg: dict) -> dict[str, dict]:
         await keeper.close()
 
 
-async def dry_run_decisions(cfg: dict) -> dict[str, dict]:
-    """The daemon's decision in the same block (dry run: logged, not sent)."""
+async def dry_run_lines(cfg: dict) -> list[dict]:
+    """The daemon's sends in the same block, in order (dry run: logged, not sent)."""
     daemon, log = await start_engine(cfg, dry_run=True)
     try:
         await step(daemon)
     finally:
         await daemon.close()
-    return {r["account"]: r for r in log.events("dry_run_would_send")}
+    return log.events("dry_run_would_send")
+
+
+async def dry_run_decisions(cfg: dict) -> dict[str, dict]:
+    """The daemon's liquidation decision per account in the same block."""
+    return {r["account"]: r for r in await dry_run_lines(cfg) if r["kind"] != "approval"}
 
 
 @pytest.mark.parametrize("name", ["m2-8dec", "v3-8dec"])
@@ -72,10 +76,11 @@ async def test_scan_shows_needs_approval_with_the_approval_priced(deployments, f
     assert m.stablecoin.functions.allowance(KEEPER, m.controller.address).call() == 0
     cfg = config(m, tmp_path)
     row = (await scan_rows(cfg))[alice]
-    decided = (await dry_run_decisions(cfg))[alice]
+    approval, decided = [r for r in await dry_run_lines(cfg) if r["account"] == alice]
+    # the approval goes out right before the liquidation, at the same head, and its gas is priced in
+    assert approval["kind"] == "approval" and decided["kind"] == "full"
+    assert approval["sequence"] + 1 == decided["sequence"]
     assert row["status"] == "needs-approval" and row["action"] == "full"
-    assert decided["kind"] == "approval"
-    approval_gas = row["gas"] - TYPICAL_GAS
-    assert 21_000 < approval_gas < 100_000  # the approval was simulated, the liquidation behind it priced at its typical gas
-    assert row["gas"] == decided["gas"] and row["est_cost"] == decided["est_cost"]
+    assert 21_000 < approval["gas"] < 100_000
+    assert row["gas"] == decided["gas"] > approval["gas"] and row["est_cost"] == decided["est_cost"]
     assert row["est_cost"] == gas_cost_in_quote(row["gas"], decided["fee_per_gas"], decided["native_price"])

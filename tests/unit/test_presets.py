@@ -163,3 +163,24 @@ def test_cli_wrong_chain_id_is_exit_2_naming_the_preset(tmp_path, capsys):
     assert code == 2
     assert "protocols[1].preset" in err and "100" in err and "31337" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keeper.toml"]  # nothing created
+
+
+def test_first_come_first_served_l2_preset_tips_zero():
+    """Arbitrum's sequencer orders first come, first served: its preset's [gas] defaults are tip 0 and no
+    outbidding; the file's own [gas] keys win; presets of other chains leave [gas] alone."""
+    from keeper.config import GasConfig
+    from keeper.presets import apply_gas_defaults
+
+    arb = PRESETS["llamalend-arbitrum"]
+    assert arb.gas["priority_fee_gwei"] == "0" and arb.gas["outbid"] is False
+    data: dict = {}
+    apply_gas_defaults(data, [arb])
+    gas = GasConfig.model_validate(data["gas"])
+    assert gas.priority_fee_gwei == 0 and gas.tip_policy == "fixed" and gas.outbid is False
+    data = {"gas": {"priority_fee_gwei": "0.01", "max_fee_per_gas_gwei": "1"}}
+    apply_gas_defaults(data, [arb])
+    assert data["gas"] == {"priority_fee_gwei": "0.01", "max_fee_per_gas_gwei": "1", "tip_policy": "fixed", "outbid": False}
+    for name in ("crvusd-ethereum", "llamalend-ethereum", "perp-v1-xdai"):  # tips buy inclusion order there
+        data = {}
+        apply_gas_defaults(data, [PRESETS[name]])
+        assert data == {}
