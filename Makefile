@@ -8,7 +8,7 @@ ANVIL_STAMP := tools/node_modules/.installed
 # Parallel test workers; the suite's chain tests each start their own anvil on a free port.
 TEST_WORKERS ?= 3
 
-.PHONY: setup demo test lint bench bench-race clean contracts check-tools sandbox
+.PHONY: setup demo test lint bench bench-100k bench-race clean contracts check-tools sandbox
 
 setup: $(STAMP) $(ANVIL_STAMP)
 
@@ -60,6 +60,10 @@ test: setup lint
 
 bench: setup
 	$(PY) scripts/bench_scan.py
+
+# issue 8 §6: 1k, 10k and 100k positions (4 markets at 100k): ~20 min, anvil peaks ~7 GB
+bench-100k: setup
+	$(PY) scripts/bench_scan.py --sizes 1000,10000,100000
 
 # The keeper daemon against a plain bot on one anvil chain, 1 s blocks, seeded crashes (README "Race benchmark").
 bench-race: setup

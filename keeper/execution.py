@@ -216,6 +216,19 @@ def _drop_orphans(members: list[_Member], decisions: list[Decision | None]) -> l
     return out
 
 
+@dataclass
+class SendBatch:
+    """One adapter's sends for a head, in order: (decision, repeat number)."""
+
+    adapter: Adapter
+    items: list[tuple[Decision, int]] = dataclasses.field(default_factory=list)
+    sequence: bool = False  # decided as one simulated sequence (its order matters)
+
+    @property
+    def value(self) -> int:
+        return sum(d.plan.expected_reward for d, _ in self.items if not d.needs_approval)
+
+
 class Sender(Protocol):
     """Submits signed transactions: the daemon's transaction manager. Read-only tools have none."""
 
@@ -449,11 +462,16 @@ class Executor:
         self._head_sends = (head.number, self._head_sends[1] + 1)
 
     async def execute(self, a: Adapter, plans: list[Plan], head: Block) -> None:
-        """Decide on this block's plans and submit every one that passes, best first, on consecutive
-        nonces (dry run: log them). With sequence simulation each send is simulated on the state the
-        sends before it leave; otherwise each alone at the head (see `_execute_single`)."""
+        """Decide on one adapter's plans for this block and send what passes (see `plan_sends`, `send_all`)."""
+        await self.send_all([await self.plan_sends(a, plans, head)], head)
+
+    async def plan_sends(self, a: Adapter, plans: list[Plan], head: Block) -> SendBatch:
+        """What to send at this head for one adapter, in order, every skip logged. With sequence simulation
+        each send is decided on the state the sends before it leave (`decide_sequence`); otherwise each
+        alone at the head (`_plan_single`). Adapters are planned concurrently; nothing is sent here."""
+        batch = SendBatch(a)
         if not plans:
-            return
+            return batch
         plans = sorted(plans, key=lambda p: p.expected_reward, reverse=True)
         in_flight: Counter[tuple[str, str]] = self.sender.in_flight_per_market() if self.sender else Counter()
         limit = self.in_flight_limit(a)
@@ -468,11 +486,10 @@ class Executor:
             in_flight[(a.name, p.key.market)] += 1
             sendable.append(p)
         if not sendable:
-            return
+            return batch
         if self.sequences_possible():
             try:
-                await self._execute_sequence(a, sendable, head, limit)
-                return
+                verified, dropped = await self.decide_sequence(a, sendable, head, limit)
             except SimulationUnsupported as exc:
                 self.sequence_support = False
                 self.log.warning(
@@ -481,7 +498,32 @@ class Executor:
                     fallback="each send simulated alone with eth_estimateGas; one per block on vAMM markets",
                 )
                 sendable = self._single_limits(a, sendable)
-        await self._execute_single(a, sendable, head)
+            else:
+                for m, d in dropped:
+                    if d.reason in (SIMULATION_REVERTED, SIMULATION_FAILED):
+                        self.cooldown[m.plan.key] = head.number + 1
+                    self.skip(a, m.plan, d.reason, **d.numbers())
+                batch.items = [(d, m.repeat) for m, d in verified]
+                batch.sequence = True
+                return batch
+        batch.items = [(d, 0) for d in await self._plan_single(a, sendable, head)]
+        return batch
+
+    async def send_all(self, batches: list[SendBatch], head: Block) -> None:
+        """Send the planned batches at this head: the most valuable first (an adapter's batch keeps its
+        order: each send was simulated after the ones before it), within tx.max_sends_per_block. A refused
+        send stops the rest of its batch (their simulation assumed it)."""
+        batches = sorted((b for b in batches if b.items), key=lambda b: b.value, reverse=True)
+        for b in batches:
+            left = self.sends_left(head)
+            for d, _ in b.items[left:] if left < len(b.items) else []:
+                if not d.needs_approval:
+                    self.skip(b.adapter, d.plan, "block_send_limit", max_sends_per_block=self.cfg.tx.max_sends_per_block)
+            for i, (d, repeat) in enumerate(b.items[: max(left, 0)]):
+                if not await self._submit(b.adapter, d, head, sequence=i if b.sequence else None, repeat=repeat):
+                    if len(b.items) > i + 1:
+                        self.log.warning("sequence_stopped", protocol=b.adapter.name, not_sent=len(b.items) - i - 1)
+                    break
 
     def _single_limits(self, a: Adapter, plans: list[Plan]) -> list[Plan]:
         """After falling back mid-block: the single-simulation market limit."""
@@ -497,7 +539,7 @@ class Executor:
             out.append(p)
         return out
 
-    async def _execute_single(self, a: Adapter, plans: list[Plan], head: Block) -> None:
+    async def _plan_single(self, a: Adapter, plans: list[Plan], head: Block) -> list[Decision]:
         """Fallback: every plan simulated alone at the head (eth_estimateGas). A plan behind a set-up
         step sends that step first and waits for it to be mined; later plans behind the same step wait."""
         chosen_steps: set[str] = set()
@@ -509,17 +551,15 @@ class Executor:
             if p.prerequisite is not None:
                 chosen_steps.add(p.prerequisite.step)
             sendable.append(p)
+        out: list[Decision] = []
         for d in await self.decide_single(a, sendable, head):
             if not d.send:
                 if d.reason in (SIMULATION_REVERTED, SIMULATION_FAILED):
                     self.cooldown[d.plan.key] = head.number + 1
                 self.skip(a, d.plan, d.reason, **d.numbers())
                 continue
-            if self.sends_left(head) <= 0:
-                self.skip(a, d.plan, "block_send_limit", max_sends_per_block=self.cfg.tx.max_sends_per_block)
-                continue
-            if not await self._submit(a, d, head):
-                return  # a refused send: later nonces would wait behind a gap
+            out.append(d)
+        return out
 
     async def prepare(self, a: Adapter, head: Block) -> None:
         """While a protocol has nothing to liquidate: send the set-up steps it wants ahead of the money
@@ -574,20 +614,6 @@ class Executor:
                 for n in range(1, self.cfg.tx.max_repeats_per_position + 1):
                     out.append(_Member(dataclasses.replace(base, fields={**base.fields, "repeat": n}), needs=needs, repeat=n))
         return out
-
-    async def _execute_sequence(self, a: Adapter, plans: list[Plan], head: Block, market_limit: int) -> None:
-        """Decide the block's sequence (`decide_sequence`), log what is dropped, send what passed, in order.
-        Raises SimulationUnsupported (the caller falls back)."""
-        verified, dropped = await self.decide_sequence(a, plans, head, market_limit)
-        for m, d in dropped:
-            if d.reason in (SIMULATION_REVERTED, SIMULATION_FAILED):
-                self.cooldown[m.plan.key] = head.number + 1
-            self.skip(a, m.plan, d.reason, **d.numbers())
-        for i, (m, d) in enumerate(verified):
-            if not await self._submit(a, d, head, sequence=i, repeat=m.repeat):
-                if len(verified) > i + 1:
-                    self.log.warning("sequence_stopped", protocol=a.name, not_sent=len(verified) - i - 1)
-                return
 
     async def decide_sequence(
         self, a: Adapter, plans: list[Plan], head: Block, market_limit: int | None = None

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from keeper.adapters.base import Adapter
-from keeper.execution import Decision, Executor
+from keeper.execution import Decision, Executor, SendBatch
 from keeper.metrics import Metrics
 from keeper.monitors import Monitor
 from keeper.types import Block, Evaluation, PositionKey, Status
@@ -45,6 +45,8 @@ class Pipeline:
             if isinstance(r, BaseException):
                 self.last_error = f"{a.name} sync: {r}"
                 self.log.error("sync_failed", protocol=a.name, block=head.number, error=f"{type(r).__name__}: {r}")
+        work: list[tuple[Adapter, list[Evaluation]]] = []
+        idle: list[Adapter] = []
         for a, r in zip(self.adapters, results, strict=True):
             if isinstance(r, BaseException):
                 continue
@@ -55,12 +57,27 @@ class Pipeline:
                 continue
             ready = [e for e in evals if e.candidate and not self.executor.blocked(e.key, head)]
             candidates = self._best_candidates(a, ready)
-            if not candidates:
-                if not any(e.candidate for e in evals):
-                    await self.executor.prepare(a, head)  # idle: set-up steps ahead of the money
+            if candidates:
+                work.append((a, candidates))
+            elif not any(e.candidate for e in evals):
+                idle.append(a)
+        # Every protocol's candidates confirmed and decided at once; then the sends, most valuable first.
+        planned = await asyncio.gather(*(self._plan(a, c, head) for a, c in work), return_exceptions=True)
+        batches = []
+        for (a, _c), b in zip(work, planned, strict=True):
+            if isinstance(b, BaseException):
+                if not isinstance(b, Exception):
+                    raise b
+                self.last_error = f"{a.name} confirm: {b}"
+                self.log.error("confirm_failed", protocol=a.name, block=head.number, error=f"{type(b).__name__}: {b}")
                 continue
-            plans = await a.confirm(candidates, head)
-            await self.executor.execute(a, plans, head)
+            batches.append(b)
+        await self.executor.send_all(batches, head)
+        for a in idle:
+            await self.executor.prepare(a, head)  # idle: set-up steps ahead of the money
+
+    async def _plan(self, a: Adapter, candidates: list[Evaluation], head: Block) -> SendBatch:
+        return await self.executor.plan_sends(a, await a.confirm(candidates, head), head)
 
     async def _observe(self, a: Adapter, evals: list[Evaluation], head: Block) -> None:
         """Hand the evaluations to every monitor; a failing monitor is logged, never fails the block."""

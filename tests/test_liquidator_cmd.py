@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from keeper.abi import abi_dir
+from keeper.commands.liquidator import liquidator_abi
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
 from keeper.devtools.chain import DevChain
 from keeper.devtools.compile import compile_contract
@@ -39,6 +40,19 @@ def test_the_committed_build_is_a_fresh_compile_of_the_source():
     assert data["bytecode"].startswith("0x") and data["compiler"].startswith("vyper 0.4")
     names = {e.get("name") for e in data["abi"]}
     assert {"liquidate", "callback_liquidate", "sweep", "owner", "keep_proceeds", "Liquidation"} <= names
+    # the route argument is what keeper.routes.Hop.as_tuple() produces
+    liquidate = liquidator_abi().fn("liquidate")
+    assert liquidate.input_types == (
+        "address",
+        "address",
+        "uint256",
+        "uint256",
+        "(address,uint8,uint256,uint256,address,address)[]",
+        "uint256",
+        "uint256",
+        "uint8",
+    )
+    assert liquidator_abi().fn("sweep").input_types == ("address",)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@
         admin scripted: optionally sends `send_collateral` of the market's collateral to the
         callbacker, calls callback_liquidate(user, cb_stablecoins, cb_collateral, cb_debt, [])
         with made-up numbers (and, if set, for `callback_user` instead), then tries to pull `pull` stablecoins (0: what the callback returned)
-        from the callbacker. `call_callback` calls back any contract outside of a liquidation.
+        from the callbacker. Reverts "callback failed" (the callback reverted without a reason) or
+        with the callback's reason, and "pull refused" (the transferFrom failed), so tests can tell
+        which step stopped it. `call_callback` calls back any contract outside of a liquidation.
 """
 
 from ethereum.ercs import IERC20
@@ -62,11 +64,28 @@ def liquidate_extended(user: address, min_x: uint256, frac: uint256, callbacker:
         cb_user: address = user
         if self.callback_user != empty(address):
             cb_user = self.callback_user
-        ret: uint256[2] = extcall Callbacker(callbacker).callback_liquidate(cb_user, self.cb_stablecoins, self.cb_collateral, self.cb_debt, [])
+        ok: bool = False
+        response: Bytes[256] = b""
+        ok, response = raw_call(
+            callbacker,
+            abi_encode(cb_user, self.cb_stablecoins, self.cb_collateral, self.cb_debt, empty(DynArray[uint256, 5]), method_id=method_id("callback_liquidate(address,uint256,uint256,uint256,uint256[])")),
+            max_outsize=256,
+            revert_on_failure=False,
+        )
+        if not ok:
+            if len(response) > 0:
+                raw_revert(response)  # the callbacker's own reason
+            raise "callback failed"
         if pull == 0:
-            pull = ret[0]
+            pull = convert(slice(response, 0, 32), uint256)
     if pull > 0:
-        assert extcall IERC20(stablecoin).transferFrom(callbacker, self, pull)
+        pulled: bool = False
+        pulled = raw_call(
+            stablecoin,
+            abi_encode(callbacker, self, pull, method_id=method_id("transferFrom(address,address,uint256)")),
+            revert_on_failure=False,
+        )
+        assert pulled, "pull refused"
 
 
 @external

@@ -356,14 +356,40 @@ async def _deploy(cfg: KeeperConfig, keep_proceeds: bool, timeout: float) -> int
 # ---- status -------------------------------------------------------------------------------------------
 
 
-async def _status(cfg: KeeperConfig, override: str | None, protocol: str | None) -> int:
+async def liquidator_rows(rpc: RpcClient, liquidator: str, keeper: str | None, label: str) -> list[tuple[str, bool, str]]:
+    """`check`-style (name, ok, detail) rows for a liquidator contract: code present, owner (= `keeper` when
+    given), keep_proceeds, native balance. Read-only (eth_getCode / eth_call / eth_getBalance)."""
     from eth_utils import to_checksum_address  # noqa: PLC0415
 
+    from keeper.rpc import RpcError  # noqa: PLC0415
+    from keeper.units import WAD  # noqa: PLC0415
+
+    code = await rpc.get_code(liquidator)
+    if code in ("0x", "", None):
+        return [(f"{label} code", False, "no contract code")]
+    rows = [(f"{label} code", True, f"{(len(code) - 2) // 2} bytes")]
+    abi = liquidator_abi()
+    try:
+        owner = to_checksum_address(await _call(rpc, liquidator, abi.fn("owner")))
+        keep = bool(await _call(rpc, liquidator, abi.fn("keep_proceeds")))
+    except (RpcError, ValueError) as exc:
+        return [*rows, (f"{label} interface", False, f"owner()/keep_proceeds() failed: {exc}")]
+    if keeper is None:
+        rows.append((f"{label} owner", True, f"{owner} (no key configured: not compared)"))
+    else:
+        same = owner == to_checksum_address(keeper)
+        rows.append((f"{label} owner", same, owner + (" = the keeper" if same else f" ≠ keeper {keeper}")))
+    where = "stay in the contract (sweep)" if keep else "go to the owner"
+    rows.append((f"{label} keep_proceeds", True, f"{'true' if keep else 'false'}: proceeds {where}"))
+    eth = await rpc.balance(liquidator)
+    rows.append((f"{label} native balance", True, f"{eth / WAD:.6f}"))
+    return rows
+
+
+async def _status(cfg: KeeperConfig, override: str | None, protocol: str | None) -> int:
     from keeper.daemon import ZERO_ADDRESS, ReadOnlyKeeper, StartupError, keeper_address  # noqa: PLC0415
     from keeper.keys import KeyLoadError  # noqa: PLC0415
     from keeper.log import get_logger  # noqa: PLC0415
-    from keeper.rpc import RpcError  # noqa: PLC0415
-    from keeper.units import WAD  # noqa: PLC0415
 
     targets = _liquidators(cfg, override, protocol)
     try:
@@ -374,7 +400,6 @@ async def _status(cfg: KeeperConfig, override: str | None, protocol: str | None)
         keeper = await ReadOnlyKeeper.open(cfg, log=get_logger(), address=address or ZERO_ADDRESS, check_code=False)
     except StartupError as exc:
         raise CommandError(f"startup check failed: {exc}") from None
-    abi = liquidator_abi()
     rows: list[tuple[str, bool, str]] = []
     try:
         rpc = keeper.rpc
@@ -384,31 +409,7 @@ async def _status(cfg: KeeperConfig, override: str | None, protocol: str | None)
             label = f"liquidator {liq}" + (f" ({proto.name})" if proto is not None else "")
             if liq not in seen:
                 seen.add(liq)
-                code = await rpc.get_code(liq)
-                has_code = code not in ("0x", "", None)
-                rows.append((f"{label} code", has_code, f"{(len(code) - 2) // 2} bytes" if has_code else "no contract code"))
-                if not has_code:
-                    continue
-                try:
-                    owner = to_checksum_address(await _call(rpc, liq, abi.fn("owner")))
-                    keep = bool(await _call(rpc, liq, abi.fn("keep_proceeds")))
-                except (RpcError, ValueError) as exc:
-                    rows.append((f"{label} interface", False, f"owner()/keep_proceeds() failed: {exc}"))
-                    continue
-                if address is None:
-                    rows.append((f"{label} owner", True, f"{owner} (no key configured: not compared)"))
-                else:
-                    rows.append(
-                        (
-                            f"{label} owner",
-                            owner == address,
-                            owner + (" = the keeper" if owner == address else f" ≠ keeper {address}"),
-                        )
-                    )
-                where = "stay in the contract (sweep)" if keep else "go to the owner"
-                rows.append((f"{label} keep_proceeds", True, f"{'true' if keep else 'false'}: proceeds {where}"))
-                eth = await rpc.balance(liq)
-                rows.append((f"{label} native balance", True, f"{eth / WAD:.6f}"))
+                rows += await liquidator_rows(rpc, liq, address, label)
             adapter = by_name.get(proto.name) if proto is not None else None
             markets = list(getattr(adapter, "mkts", {}).values()) if adapter is not None else []
             tokens: dict[str, str] = {}

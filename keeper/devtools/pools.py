@@ -129,14 +129,15 @@ def add_curve_liquidity(chain: DevChain, pool: Contract, amounts: tuple[int, int
 def curve_pool_kind(pool: Contract) -> int:
     """KIND_STABLESWAP if the pool's get_dy takes int128 indices, else KIND_CRYPTOSWAP."""
     for e in pool.abi:
-        if e.get("type") == "function" and e.get("name") == "get_dy":
-            return KIND_STABLESWAP if e["inputs"][0]["type"] == "int128" else KIND_CRYPTOSWAP
+        entry: dict[str, Any] = dict(e)
+        if entry.get("type") == "function" and entry.get("name") == "get_dy":
+            return KIND_STABLESWAP if entry["inputs"][0]["type"] == "int128" else KIND_CRYPTOSWAP
     raise ValueError(f"{pool.address} has no get_dy in its ABI")
 
 
 def curve_hop(chain: DevChain, pool: Contract, token_in: TokenLike, token_out: TokenLike) -> Hop:
     """The hop selling token_in for token_out on a Curve-ABI pool (indices read from coins())."""
-    coins = [Web3.to_checksum_address(pool.functions.coins(k).call()) for k in range(2)]
+    coins: list[str] = [Web3.to_checksum_address(pool.functions.coins(k).call()) for k in range(2)]
     t_in, t_out = _address(token_in), _address(token_out)
     if {t_in, t_out} != set(coins):
         raise ValueError(f"pool {pool.address} does not trade {t_in} for {t_out}")

@@ -10,21 +10,28 @@ from web3 import Web3
 
 from keeper.devtools.chain import DevChain, TxFailed
 from keeper.devtools.pools import (
-    Hop as PoolHop,
-)
-from keeper.devtools.pools import (
+    KIND_CRYPTOSWAP,
+    KIND_STABLESWAP,
+    KIND_UNIV2,
     curve_hop,
     deploy_curve_pool,
     deploy_univ2_pair,
     fund_token,
     univ2_hop,
 )
-from keeper.routes import Hop, RouteError, quote_curve, quote_route
+from keeper.devtools.pools import Hop as PoolHop
+from keeper.routes import KIND_CODES, Hop, RouteError, quote_curve, quote_route
 from keeper.rpc import RpcClient
 
 pytestmark = pytest.mark.chain
 
-KINDS = {0: "curve", 1: "curve_crypto", 2: "univ2"}
+KINDS = {code: kind for kind, code in KIND_CODES.items()}
+
+
+def test_hop_kind_codes_are_the_contracts():
+    assert KIND_CODES == {"curve": KIND_STABLESWAP, "curve_crypto": KIND_CRYPTOSWAP, "univ2": KIND_UNIV2}
+
+
 E6, E8, E18 = 10**6, 10**8, 10**18
 
 
@@ -46,7 +53,9 @@ class World:
         self.pair_stable = deploy_univ2_pair(chain, self.coll, self.stable, amounts=(40 * E8, 2_400_000 * E18))
         self.thin_pool = deploy_curve_pool(chain, self.coll, self.stable, kind="crypto", amounts=(1 * E8, 60_000 * E18))
         self.crypto_usdc = deploy_curve_pool(chain, self.mid, self.usdc, kind="crypto", amounts=(2_000 * E18, 6_000_000 * E6))
-        self.usdc_pool = deploy_curve_pool(chain, self.usdc, self.stable, kind="stable", amounts=(9_000_000 * E6, 9_000_000 * E18))
+        self.usdc_pool = deploy_curve_pool(
+            chain, self.usdc, self.stable, kind="stable", amounts=(9_000_000 * E6, 9_000_000 * E18)
+        )
 
     def routes(self) -> dict[str, list[Hop]]:
         c = self.chain

@@ -79,7 +79,11 @@ def test_route_config_rejects(hops, message):
 def test_three_hop_route_is_accepted():
     other = "0x" + "f0" * 20
     r = RouteConfig.model_validate(
-        [hop(POOL_A, "curve", 0, 1, COLL, MID), hop(POOL_B, "univ2", 1, 0, MID, other), hop(POOL_C, "curve_crypto", 2, 0, other, STABLE)]
+        [
+            hop(POOL_A, "curve", 0, 1, COLL, MID),
+            hop(POOL_B, "univ2", 1, 0, MID, other),
+            hop(POOL_C, "curve_crypto", 2, 0, other, STABLE),
+        ]
     )
     assert len(r.to_hops()) == 3
 
