@@ -130,7 +130,8 @@ class Abi:
 def abi(name: str) -> Abi:
     """Load abis/<name>.json, e.g. abi("perp/ClearingHouse")."""
     path = abi_dir() / f"{name}.json"
-    return Abi(name, json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    return Abi(name, data["abi"] if isinstance(data, dict) else data)  # a compiled artifact: {"abi", "bytecode", …}
 
 
 def flat(value: Any) -> list:

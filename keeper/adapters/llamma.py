@@ -28,7 +28,7 @@ from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
 from keeper.risk import llamma as lm
-from keeper.routes import RouteConfig
+from keeper.routes import RouteConfig, RouteError, min_out_for, quote_curve
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 from keeper.units import to_units
@@ -44,6 +44,12 @@ AMM = abi("llamma/AMM")
 CFACTORY = abi("llamma/ControllerFactory")
 LFACTORY = abi("llamma/LendingFactory")
 ERC20 = abi("common/ERC20")
+LIQUIDATOR = abi("llamma/Liquidator")  # the keeper's own contract (contracts/llamma/Liquidator.vy), callback mode
+LIQUIDATION_EV = LIQUIDATOR.event("Liquidation")
+# Debt fractions tried per loan in callback mode: the route's price falls with the amount sold, so on a
+# thin route a partial can earn more than the whole loan (all quoted in one batch per market).
+CALLBACK_FRACS = (WAD, WAD * 3 // 4, WAD // 2, WAD // 4)
+CALLBACK_GAS = 520_000  # typical gas of a liquidation through the contract with a 1–2 hop route
 
 USER_STATE = M2.event("UserState")
 LIQUIDATE_EV = M2.event("Liquidate")
@@ -425,10 +431,32 @@ class LlammaAdapter(Adapter):
         return len(self.loans)
 
     async def check_rows(self) -> list[tuple[str, bool, str]]:
-        """Per market: variant, and the keeper's stablecoin balance and allowance to the controller."""
+        """Per market: variant, and the keeper's stablecoin balance and allowance to the controller; in
+        callback mode the liquidator contract (code, owner = the keeper) and each market's route (its
+        tokens match the market, and it quotes)."""
         res = await self.ctx.calls.run(self._inventory_calls())
         self._read_inventory(res)
         rows = []
+        if self.cfg.liquidator is not None:
+            from keeper.commands.liquidator import liquidator_rows  # noqa: PLC0415 - a command module; only for check
+
+            rows += await liquidator_rows(self.ctx.rpc, self.cfg.liquidator, self.ctx.keeper, f"{self.name} liquidator")
+            for m in self.mkts.values():
+                route = self.cfg.routes.get(m.controller)
+                if route is None:
+                    rows.append((f"{self.name} {m.label} route", self.cfg.mode != "callback", "no route: not liquidated"))
+                    continue
+                problem = route.endpoint_problem(m.collateral, m.stablecoin)
+                if problem is None:
+                    try:
+                        one = 10**m.collateral_decimals
+                        (quote,) = await quote_curve(self.ctx.rpc, route.to_hops(), [one], "latest")
+                        detail = (
+                            f"{len(route.to_hops())} hop(s); 1 {m.collateral_symbol} quotes {quote / WAD:.4f} {m.stable_symbol}"
+                        )
+                    except (RouteError, RpcError) as exc:
+                        problem = f"quote failed: {exc}"
+                rows.append((f"{self.name} {m.label} route", problem is None, problem or detail))
         for m in self.mkts.values():
             inv = self.inventory.get(m.stablecoin)
             allowance = inv.allowance.get(m.controller, 0) if inv else 0
@@ -612,8 +640,15 @@ class LlammaAdapter(Adapter):
             self.inventory[m.stablecoin].allowance[m.controller] = 0 if isinstance(r, CallFailed) else r[0]
 
     # ---- evaluation ----------------------------------------------------------------------------
+    def _callback(self, m: Market) -> bool:
+        """Does this market liquidate through the liquidator contract (callback mode with a route)?"""
+        return self.cfg.mode == "callback" and m.controller in self.cfg.routes
+
     def _budget(self, m: Market) -> int:
-        """Stablecoin (1e18) the keeper can put into one liquidation in this market."""
+        """Stablecoin (1e18) the keeper can put into one liquidation in this market (unbounded in callback
+        mode: the route pays)."""
+        if self._callback(m):
+            return 2**255
         inv = self.inventory.get(m.stablecoin, Inventory())
         budget = inv.balance
         if self.cfg.max_capital is not None:
@@ -766,6 +801,8 @@ class LlammaAdapter(Adapter):
         the capital cap, reserved across the plans of one block). Where the controller's allowance does
         not cover this block's plans, every plan that pays carries the same approval, sized to all of them
         (per the approval mode): it is sent once, right before them."""
+        if self.cfg.mode == "callback":
+            return await self._confirm_callback(candidates, head)
         slippage = to_units(self.cfg.min_x_slippage, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         reserved: dict[str, int] = {}  # stablecoin → reserved this block
@@ -825,6 +862,98 @@ class LlammaAdapter(Adapter):
             plans.extend(p for p, _ in group)
         return plans
 
+    def _threshold(self, market: str) -> int:
+        """min_profit for a market (value token 1e18): the market's, the protocol's, else the global one."""
+        value = self.min_profit_for(market)
+        if value is None:
+            value = self.config.min_profit
+        if value is None:
+            value = self.ctx.config.profit.min_profit
+        return to_units(value, 18)
+
+    async def _confirm_callback(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        """Callback mode: each loan liquidated through the keeper's liquidator contract, which sells the
+        collateral along the market's route in the same transaction. The route is quoted at the head for
+        the collateral every candidate fraction yields (one batch per market); the best fraction by
+        profit = quoted proceeds + x − d is sent, with min_out = quote × (1 − route_slippage) and the
+        contract asserting on-chain that the keeper gains at least min_profit. No inventory, no approval."""
+        assert self.cfg.liquidator is not None  # config validation: callback mode needs it
+        slippage = to_units(self.cfg.min_x_slippage, 18)
+        min_frac = to_units(self.cfg.min_frac, 18)
+        by_market: dict[str, list[tuple[Evaluation, Liquidatable]]] = {}
+        for e in candidates:
+            m = self.mkts[e.key.market]
+            if not isinstance(e.payload, Liquidatable):
+                continue
+            if m.controller not in self.cfg.routes:
+                self.log.info("liquidation_no_route", market=m.label, account=e.key.account, note="callback mode: no route")
+                continue
+            by_market.setdefault(m.controller, []).append((e, e.payload))
+        plans: list[Plan] = []
+        for controller, group in by_market.items():
+            m = self.mkts[controller]
+            route = self.cfg.routes[controller]
+            hops = route.to_hops()
+            fracs = [f for f in CALLBACK_FRACS if f >= min_frac] or [WAD]
+            payouts = [[self._payout(m, liq, f) for f in fracs] for _e, liq in group]
+            amounts = [po.y_withdrawn for row in payouts for po in row]
+            try:
+                quotes = await quote_curve(self.ctx.rpc, hops, amounts, head.number)
+            except (RouteError, RpcError) as exc:
+                self.log.warning("route_quote_failed", market=m.label, error=str(exc))
+                continue
+            threshold = self._threshold(controller)
+            for gi, ((e, _liq), row) in enumerate(zip(group, payouts, strict=True)):
+                options = [
+                    (po, q, q + po.x_withdrawn - po.debt_repaid)
+                    for po, q in zip(row, quotes[gi * len(fracs) : (gi + 1) * len(fracs)], strict=True)
+                ]
+                po, quote, profit = max(options, key=lambda o: o[2])
+                numbers = {
+                    "frac": po.frac,
+                    "quoted_proceeds": quote,
+                    "collateral_sold": po.y_withdrawn,
+                    "pay": po.pay,
+                    "route_profit": profit,
+                    "min_profit": threshold,
+                }
+                if profit < threshold:
+                    self.log.info("liquidation_route_unprofitable", market=m.label, account=e.key.account, **numbers)
+                    continue
+                min_out = min_out_for(quote, self.cfg.route_slippage)
+                onchain_min = max(threshold, 0)
+                data = LIQUIDATOR.fn("liquidate").encode(
+                    m.controller,
+                    e.key.account,
+                    lm.min_x_for(po.x_withdrawn, slippage),
+                    po.frac,
+                    [h.as_tuple() for h in hops],
+                    min_out,
+                    onchain_min,
+                    0 if m.use_eth_abi else 1,
+                )
+                plans.append(
+                    Plan(
+                        key=e.key,
+                        to=self.cfg.liquidator,
+                        data=data,
+                        kind="full" if po.frac == WAD else "frac",
+                        expected_reward=profit,
+                        fields={
+                            **e.fields,
+                            **numbers,
+                            "mode": "callback",
+                            "route": " → ".join(f"{h.kind}:{h.pool[:8]}" for h in hops),
+                            "min_out": min_out,
+                            "onchain_min_profit": onchain_min,
+                            "expected_x": po.x_withdrawn,
+                            "debt_repaid": po.debt_repaid,
+                        },
+                        typical_gas=CALLBACK_GAS,
+                    )
+                )
+        return plans
+
     def _approval_plan(self, m: Market, key: PositionKey, amount: int) -> Plan:
         return Plan(
             key=key,
@@ -840,7 +969,7 @@ class LlammaAdapter(Adapter):
         """Allowances set ahead of the money (approval modes 'bounded' and 'unlimited'; 'exact' approves per
         block what that block's liquidations need): a controller whose allowance fell below half its target
         while the keeper holds stablecoin is topped up to the target."""
-        if self.cfg.approval == "exact":
+        if self.cfg.approval == "exact" or self.cfg.mode == "callback":
             return []
         out: list[Plan] = []
         for m in self.mkts.values():
@@ -878,6 +1007,8 @@ class LlammaAdapter(Adapter):
         self.dirty.add((plan.key.market, plan.key.account))
         if int(receipt["status"], 16) != 1:
             return Outcome(plan.key, tx_hash, "reverted", plan.kind, 0, gas_used, cost)
+        if self.cfg.liquidator is not None and plan.to == self.cfg.liquidator:
+            return self._callback_outcome(plan, receipt, tx_hash, gas_used, cost)
         reward, fields = 0, {}
         for lg in receipt.get("logs", []):
             if lg["address"].lower() == m.controller.lower() and lg["topics"] and lg["topics"][0] == LIQUIDATE_EV.topic0:
@@ -907,13 +1038,35 @@ class LlammaAdapter(Adapter):
             fields["collateral_paid_in"] = "token" if token else "native"
         return Outcome(plan.key, tx_hash, "landed", plan.kind, reward, gas_used, cost, fields)
 
+    def _callback_outcome(self, plan: Plan, receipt: dict, tx_hash: str, gas_used: int, cost: int) -> Outcome:
+        """A liquidation through the liquidator contract: the realised gain is its Liquidation event's
+        `profit` (the stablecoin the keeper gained in that transaction), next to the route's figures."""
+        assert self.cfg.liquidator is not None
+        reward, fields = 0, {}
+        for lg in receipt.get("logs", []):
+            if lg["address"].lower() != self.cfg.liquidator.lower() or not lg["topics"]:
+                continue
+            if lg["topics"][0] == LIQUIDATION_EV.topic0:
+                ev = LIQUIDATION_EV.decode(lg)
+                if ev["user"] == plan.key.account:
+                    reward = ev["profit"]
+                    fields = {
+                        "mode": "callback",
+                        "collateral_sold": ev["collateral_sold"],
+                        "proceeds": ev["proceeds"],
+                        "stable_paid": ev["stable_paid"],
+                        "frac": ev["frac"],
+                        "estimated_proceeds": plan.fields.get("quoted_proceeds"),
+                    }
+        return Outcome(plan.key, tx_hash, "landed", plan.kind, reward, gas_used, cost, fields)
+
     async def explain_failure(self, plan: Plan, receipt: dict | None, since_block: int) -> tuple[str, str]:
         self.dirty.add((plan.key.market, plan.key.account))
         to_block = int(receipt["blockNumber"], 16) if receipt else await self.ctx.rpc.block_number()
         topics = [LIQUIDATE_EV.topic0, None, "0x" + "0" * 24 + plan.key.account[2:].lower()]
         logs = await self.ctx.rpc.get_logs(plan.key.market, topics, since_block, to_block)
         others = [LIQUIDATE_EV.decode(lg)["liquidator"] for lg in logs]
-        others = [o for o in others if o != self.ctx.keeper]
+        others = [o for o in others if o not in (self.ctx.keeper, self.cfg.liquidator)]
         if others:
             return "raced", f"liquidated first by {others[0]}"
         try:

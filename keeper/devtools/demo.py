@@ -25,6 +25,7 @@ import urllib.error
 import urllib.request
 from collections import Counter, defaultdict
 from decimal import Decimal
+from math import isqrt
 from pathlib import Path
 
 from keeper.devtools.accounts import ANVIL_ADDRESSES, ANVIL_KEYS
@@ -35,7 +36,8 @@ from keeper.devtools.llamma_env import LlammaDeployment
 from keeper.devtools.logs import read_events
 from keeper.devtools.paths import demo_requirements_line
 from keeper.devtools.perp_env import BUY, USDC_UNIT, PerpDeployment, deploy_perp
-from keeper.devtools.scenario import BOOK, KEEPER_CRVUSD, WORLD_ACCOUNTS, keeper_protocols, populate_world
+from keeper.devtools.pools import deploy_curve_pool, deploy_liquidator
+from keeper.devtools.scenario import BOOK, WORLD_ACCOUNTS, keeper_protocols, populate_world
 
 E = 10**18
 KEEPER_KEY = ANVIL_KEYS[9]  # anvil's public test key 9 — demo only
@@ -185,8 +187,13 @@ def run_demo(workdir: str = "demo-run") -> int:
         t0 = time.monotonic()
         perp = deploy_perp(chain)
         say(f"[1/6] deployed USDC, PriceFeed, InsuranceFund, ClearingHouse and 2 vAMMs (ETH 3,000, BTC 60,000) on {node.url}")
-        world = populate_world(chain, perp, KEEPER)  # the positions of BOOK, the LLAMMA market and its loans
+        # the positions of BOOK, the LLAMMA market and its loans; the keeper holds no crvUSD at all
+        world = populate_world(chain, perp, KEEPER, keeper_crvusd=0)
         crv, book, whale, borrowers = world.crv, world.book, world.whale, world.borrowers
+        # LLAMMA in callback mode: the keeper's liquidator contract sells the collateral on a deep
+        # ETH/crvUSD pool (Curve stableswap ABI) in the same transaction
+        pool = deploy_curve_pool(chain, crv.stablecoin, crv.collateral, "stable", (crv.usd(POOL_ETH * 3000), crv.units(POOL_ETH)))
+        liquidator = deploy_liquidator(chain, KEEPER)
         longs = sum(1 for m in BOOK if m[1] == BUY)
         say(
             f"[2/6] opened {len(book)} perp positions ({longs} long, {len(book) - longs} short, 2x–10x) in ETH and BTC, "
@@ -202,7 +209,7 @@ def run_demo(workdir: str = "demo-run") -> int:
             "state": {"path": str(wd / "state.sqlite")},
             "http": {"listen": f"127.0.0.1:{port}"},
             "log": {"format": "json"},
-            "protocols": keeper_protocols(perp, crv, perp.start_block),
+            "protocols": callback_mode(keeper_protocols(perp, crv, perp.start_block), crv, pool.address, liquidator.address),
         }
         config = write_config(wd / "keeper.toml", cfg)
         daemon = DemoDaemon(wd, config, port)
@@ -262,6 +269,7 @@ def run_demo(workdir: str = "demo-run") -> int:
         # bands convert to crvUSD, health stays ≥ 0 and the keeper leaves them alone), then a 5 % gap.
         arb = world.arbitrageur
         crv.lower_price_in_steps(crv.oracle_price() * 88 // 100, 6, arb)
+        arbitrage_pool(chain, crv, pool, arb)
         settle(chain, daemon)
         soft = {r.get("account", r.get("user")) for r in daemon.events("loan_soft_liquidation_entered")}
         sent_llamma = [r for r in daemon.events("liquidation_sent") if r["protocol"] == "crvusd"]
@@ -270,6 +278,7 @@ def run_demo(workdir: str = "demo-run") -> int:
             f"{len(sent_llamma)} hard liquidations (health ≥ 0)"
         )
         crv.set_oracle_price(crv.oracle_price() * 95 // 100)
+        arbitrage_pool(chain, crv, pool, arb)  # the market follows the oracle down
         under = len(crv.controller.functions.users_to_liquidate().call())
         settle(chain, daemon)
         left = len(crv.controller.functions.users_to_liquidate().call())
@@ -285,6 +294,31 @@ def run_demo(workdir: str = "demo-run") -> int:
         if daemon is not None and daemon.alive():
             daemon.stop()
         node.stop()
+
+
+POOL_ETH = 2000  # ETH (and its value in crvUSD) in the demo's ETH/crvUSD pool
+
+
+def callback_mode(protocols: list[dict], crv: LlammaDeployment, pool: str, liquidator: str) -> list[dict]:
+    """The demo's LLAMMA market liquidated through the keeper's liquidator contract along one pool."""
+    hop = {"pool": pool, "kind": "curve", "i": 1, "j": 0, "token_in": crv.collateral.address, "token_out": crv.stablecoin.address}
+    for p in protocols:
+        if p["kind"] == "llamma":
+            p.update(mode="callback", liquidator=liquidator, routes={crv.controller.address: {"hops": [hop]}})
+    return protocols
+
+
+def arbitrage_pool(chain: DevChain, crv: LlammaDeployment, pool, arb: str) -> None:
+    """Sell collateral into the constant-product pool until its price is the LLAMMA oracle's (what an
+    arbitrageur does after a crash): x' = √(x·y/p)."""
+    x = crv.collateral.functions.balanceOf(pool.address).call()
+    y = crv.stablecoin.functions.balanceOf(pool.address).call()
+    dx = isqrt(x * y * E // crv.oracle_price()) - x
+    if dx <= 0:
+        return
+    crv.fund_collateral(arb, dx)
+    chain.tx(crv.collateral.functions.approve(pool.address, dx), sender=arb)
+    chain.tx(pool.functions.exchange(1, 0, dx, 0), sender=arb)
 
 
 def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoDaemon, exit_code: int, seconds: float) -> int:
@@ -324,11 +358,19 @@ def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoD
             f"profit {reward_by[proto] - cost_by[proto]:.6f} {unit}"
         )
     say(f"keeper USDC balance {usdc:.6f} = realised perp rewards {reward_by['palmswap']:.6f}")
-    stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call() - crv.usd(KEEPER_CRVUSD)) / E
+    stable = Decimal(crv.stablecoin.functions.balanceOf(KEEPER).call()) / E
     weth = Decimal(crv.collateral.functions.balanceOf(KEEPER).call()) / E
+    llamma = [r for r in daemon.events("liquidation_landed") if r["protocol"] == "crvusd"]
+    for r in llamma:
+        say(
+            f"crvusd {r['account'][:10]}… frac {Decimal(int(r['frac'])) / E:.2f}: sold {Decimal(int(r['collateral_sold'])) / E:.6f} ETH "
+            f"for {Decimal(int(r['proceeds'])) / E:.6f} crvUSD, estimated gain {Decimal(r['expected_reward']):.6f}, "
+            f"realised {Decimal(r['reward']):.6f}, gas {r['gas_used']}"
+        )
+    exact = all(Decimal(r["reward"]) == Decimal(r["expected_reward"]) for r in llamma)  # logged as exact decimals
     say(
-        f"keeper crvUSD {stable:+.6f}, ETH collateral received {weth:.6f} "
-        f"(LLAMMA reward values collateral at the oracle less a 1 % sale haircut)"
+        f"keeper crvUSD {stable:.6f} (it started with none), ETH collateral left {weth:.6f}; callback mode: "
+        f"{len(llamma)} liquidations through the liquidator contract, realised = estimated: {'yes' if exact else 'NO'}"
     )
     say(f"gas priced at {NATIVE_PRICE} per ETH; other keeper transactions: {other or 'none'}")
     if skipped:
@@ -340,5 +382,12 @@ def summary(wd: Path, perp: PerpDeployment, crv: LlammaDeployment, daemon: DemoD
         f"demo: liquidations={n} partial={kinds['partial']} full={kinds['full']} "
         f"reward={total_reward:.6f} cost={total_cost:.6f} profit={total_reward - total_cost:.6f}"
     )
-    ok = n > 0 and exit_code == 0 and abs(usdc - reward_by["palmswap"]) < Decimal("0.000001") and reward_by["crvusd"] > 0
+    ok = (
+        n > 0
+        and exit_code == 0
+        and abs(usdc - reward_by["palmswap"]) < Decimal("0.000001")
+        and reward_by["crvusd"] > 0
+        and exact
+        and stable == reward_by["crvusd"]
+    )
     return 0 if ok else 1

@@ -98,9 +98,9 @@ def world_accounts(chain: DevChain) -> dict[str, Any]:
     }
 
 
-def populate_world(chain: DevChain, perp: PerpDeployment, keeper: str) -> World:
+def populate_world(chain: DevChain, perp: PerpDeployment, keeper: str, keeper_crvusd: int = KEEPER_CRVUSD) -> World:
     """Open BOOK's positions on a deployed `perp`, deploy the LLAMMA market (M2) with its 15 loans and
-    give `keeper` its crvUSD inventory."""
+    give `keeper` its crvUSD inventory (`keeper_crvusd` units; 0 for a keeper in callback mode)."""
     acc = world_accounts(chain)
     book: list[tuple[str, str]] = []
     for (market, side, margin, lev), trader in zip(BOOK, acc["traders"], strict=True):
@@ -111,7 +111,8 @@ def populate_world(chain: DevChain, perp: PerpDeployment, keeper: str) -> World:
     for i, u in enumerate(acc["borrowers"]):
         n, col = 4 + i % 8, crv.units(5 + i)
         crv.create_loan(u, col, crv.max_borrowable(col, n) * (80 + i) // 100, n)
-    crv.fund_stablecoin(keeper, crv.usd(KEEPER_CRVUSD))
+    if keeper_crvusd:
+        crv.fund_stablecoin(keeper, crv.usd(keeper_crvusd))
     return World(chain, perp, crv, acc["traders"], acc["whale"], acc["borrowers"], acc["arbitrageur"], book)
 
 

@@ -1,0 +1,79 @@
+"""The LLAMMA keeper in callback mode (issue 9): no stablecoin inventory at all; every liquidation goes
+through the keeper's liquidator contract, which sells the collateral along the market's route in the
+same transaction. The keeper decides on a live quote of that route, and what it realises equals what it
+estimated. Real anvil, real controllers (M2 and V3 ABIs), real pools, real signed transactions."""
+
+from __future__ import annotations
+
+import pytest
+
+from keeper.devtools.pools import deploy_liquidator
+from tests.harness import KEEPER, keeper_config, run_engine
+from tests.llamma.conftest import make_partly_converted_rekt
+from tests.llamma.test_liquidator_contract import bal, hop_for, pool_at_price
+
+pytestmark = pytest.mark.chain
+KINDS = {0: "curve", 1: "curve_crypto", 2: "univ2"}
+
+
+def callback_config(m, tmp_path, liquidator: str, hops: list) -> dict:
+    route = [
+        {"pool": h.pool, "kind": KINDS[h.kind], "i": h.i, "j": h.j, "token_in": h.token_in, "token_out": h.token_out}
+        for h in hops
+    ]
+    protocol = {
+        "kind": "llamma",
+        "name": "crv",
+        "factory": m.factory.address,
+        "start_block": 0,
+        "mode": "callback",
+        "liquidator": liquidator,
+        "routes": {m.controller.address: {"hops": route}},
+    }
+    return keeper_config(m.chain.url, tmp_path / "k.sqlite", [protocol])
+
+
+@pytest.mark.parametrize(("name", "pool_kind"), [("m2-8dec", "stable"), ("v3-8dec", "univ2")])
+async def test_callback_mode_liquidates_with_zero_inventory_and_realises_the_estimate(
+    name, pool_kind, deployments, fresh, accounts, tmp_path
+):
+    m = deployments[name]
+    alice = accounts["alice"]
+    make_partly_converted_rekt(m, alice, accounts["arb"])
+    assert m.controller.functions.tokens_to_liquidate(alice).call({"from": KEEPER}) > 0  # it needs paying
+    pool = pool_at_price(m.chain, m, pool_kind, m.units("1000"))
+    liquidator = deploy_liquidator(m.chain, KEEPER)
+    stable0, coll0 = bal(m.stablecoin, KEEPER), bal(m.collateral, KEEPER)
+    assert stable0 < 10**12  # no inventory (dust at most)
+    _engine, log = await run_engine(
+        callback_config(m, tmp_path, liquidator.address, [hop_for(m.chain, pool, m.collateral, m.stablecoin)]), 2
+    )
+    assert not log.events("approval_sent") and not log.events("setup_sent")
+    (sent,) = [r for r in log.events("liquidation_sent") if r["account"] == alice]
+    (landed,) = [r for r in log.events("liquidation_landed") if r["account"] == alice]
+    assert landed["mode"] == "callback" and landed["tx"] == sent["tx"]
+    # realised = estimated, to the wei, and it is what the keeper's balance gained
+    assert landed["reward"] == landed["expected_reward"] == sent["expected_reward"] > 0
+    assert bal(m.stablecoin, KEEPER) - stable0 == landed["reward"]
+    assert landed["proceeds"] == landed["estimated_proceeds"]
+    # no collateral left anywhere on the keeper's side; the loan is gone
+    assert bal(m.collateral, KEEPER) == coll0 and bal(m.collateral, liquidator.address) == 0
+    assert bal(m.stablecoin, liquidator.address) == 0
+    assert m.controller.functions.debt(alice).call() == 0
+
+
+async def test_a_route_too_thin_to_pay_is_skipped_with_its_numbers(deployments, fresh, accounts, tmp_path):
+    m = deployments["v3-8dec"]
+    alice = accounts["alice"]
+    make_partly_converted_rekt(m, alice, accounts["arb"])
+    pool = pool_at_price(m.chain, m, "stable", m.units("0.05"))  # a sliver of liquidity
+    liquidator = deploy_liquidator(m.chain, KEEPER)
+    nonce0 = m.chain.nonce(KEEPER)
+    _engine, log = await run_engine(
+        callback_config(m, tmp_path, liquidator.address, [hop_for(m.chain, pool, m.collateral, m.stablecoin)]), 2
+    )
+    assert m.chain.nonce(KEEPER) == nonce0 and not log.events("liquidation_sent")
+    skipped = [r for r in log.events("liquidation_route_unprofitable") if r["account"] == alice]
+    assert skipped and all(r["route_profit"] < r["min_profit"] for r in skipped)
+    assert all(r["quoted_proceeds"] < r["pay"] for r in skipped)  # the route cannot even repay the debt share
+    assert m.controller.functions.debt(alice).call() > 0
