@@ -335,7 +335,9 @@ async def test_approval_and_its_liquidations_go_out_at_one_head_and_nothing_is_s
         (approval,) = log.events("approval_sent")
         sent = log.events("liquidation_sent")
         assert {r["account"] for r in sent} == liquidatable
-        assert [approval["nonce"], *[r["nonce"] for r in sent]] == list(range(approval["nonce"], approval["nonce"] + len(sent) + 1))
+        assert [approval["nonce"], *[r["nonce"] for r in sent]] == list(
+            range(approval["nonce"], approval["nonce"] + len(sent) + 1)
+        )
         await step(engine)  # evaluated again while everything is still in the pool
         assert len(log.events("approval_sent")) == 1 and len(log.events("liquidation_sent")) == len(sent)
         chain.mine()  # all of it lands in one block

@@ -52,9 +52,7 @@ async def test_zero_pay_loan_is_liquidated_at_the_first_head_with_no_stablecoin_
     assert m.controller.functions.debt(alice).call() == 0
 
 
-async def test_paying_loans_go_out_with_their_approval_and_the_zero_pay_one_does_not_wait(
-    deployments, fresh, accounts, tmp_path
-):
+async def test_paying_loans_go_out_with_their_approval_and_the_zero_pay_one_does_not_wait(deployments, fresh, accounts, tmp_path):
     m = deployments["v3-8dec"]
     alice, bob = accounts["alice"], accounts["bob"]
     make_fully_converted_rekt(m, alice, accounts["arb"])  # pays nothing
