@@ -16,6 +16,9 @@ from keeper.monitors import Monitor
 from keeper.types import Block, Evaluation, PositionKey, Status
 
 NEEDS_APPROVAL = "needs-approval"
+# What a plan knows beyond the local evaluation and shows in `keeper scan` (LLAMMA callback mode: the
+# route, its quote at the head and the profit it gives for the chosen fraction).
+PLAN_SCAN_FIELDS = ("mode", "route", "frac", "quoted_proceeds", "route_profit", "min_out")
 
 
 class Pipeline:
@@ -182,6 +185,7 @@ def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> 
         return row
     row["est_reward"] = d.plan.expected_reward
     row["action"] = d.plan.kind
+    row.update({k: d.plan.fields[k] for k in PLAN_SCAN_FIELDS if k in d.plan.fields})
     row["gas"] = d.total_gas
     if d.cost is not None:
         row["est_cost"], row["est_profit"] = d.cost, d.profit

@@ -479,11 +479,22 @@ class LlammaAdapter(Adapter):
             ("X", "x", "amount"),
             ("Y", "y_18", "amount"),
             ("TO PAY", "pay", "amount"),
-        ]
+        ] + (
+            [("ROUTE", "route", "str"), ("PROCEEDS", "quoted_proceeds", "amount"), ("ROUTE PROFIT", "route_profit", "amount")]
+            if self.cfg.mode == "callback"
+            else []
+        )
 
     def field_units(self) -> dict[str, str]:
         """`y` and `receive_y` stay integers in the collateral's own base units (its decimals vary)."""
-        return {"receive_x": "amount", "health": "ratio", "frac": "ratio"}
+        return {
+            "receive_x": "amount",
+            "health": "ratio",
+            "frac": "ratio",
+            "quoted_proceeds": "amount",
+            "route_profit": "amount",
+            "min_out": "amount",
+        }
 
     # ---- per block -------------------------------------------------------------------------------
     async def sync(self, head: Block) -> None:

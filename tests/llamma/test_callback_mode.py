@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import pytest
 
+import os
+
+from keeper.config import parse_config
+from keeper.daemon import ReadOnlyKeeper
 from keeper.devtools.pools import deploy_liquidator
-from tests.harness import KEEPER, keeper_config, run_engine
+from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, keeper_config, run_engine
 from tests.llamma.conftest import make_partly_converted_rekt
 from tests.llamma.test_liquidator_contract import bal, hop_for, pool_at_price
 
@@ -45,15 +49,22 @@ async def test_callback_mode_liquidates_with_zero_inventory_and_realises_the_est
     liquidator = deploy_liquidator(m.chain, KEEPER)
     stable0, coll0 = bal(m.stablecoin, KEEPER), bal(m.collateral, KEEPER)
     assert stable0 < 10**12  # no inventory (dust at most)
-    _engine, log = await run_engine(
-        callback_config(m, tmp_path, liquidator.address, [hop_for(m.chain, pool, m.collateral, m.stablecoin)]), 2
-    )
+    cfg = callback_config(m, tmp_path, liquidator.address, [hop_for(m.chain, pool, m.collateral, m.stablecoin)])
+    # scan shows the route, its quote at the head and the profit, priced as the daemon will
+    os.environ[KEY_ENV] = KEEPER_KEY
+    keeper = await ReadOnlyKeeper.open(parse_config(cfg, environ={}))
+    try:
+        (row,) = [r for r in await keeper.scan() if r["account"] == alice]
+    finally:
+        await keeper.close()
+    assert row["mode"] == "callback" and row["route"].startswith(("curve:", "univ2:")) and row["quoted_proceeds"] > 0
+    _engine, log = await run_engine(cfg, 2)
     assert not log.events("approval_sent") and not log.events("setup_sent")
     (sent,) = [r for r in log.events("liquidation_sent") if r["account"] == alice]
     (landed,) = [r for r in log.events("liquidation_landed") if r["account"] == alice]
     assert landed["mode"] == "callback" and landed["tx"] == sent["tx"]
     # realised = estimated, to the wei, and it is what the keeper's balance gained
-    assert landed["reward"] == landed["expected_reward"] == sent["expected_reward"] > 0
+    assert landed["reward"] == landed["expected_reward"] == sent["expected_reward"] == row["est_reward"] > 0
     assert bal(m.stablecoin, KEEPER) - stable0 == landed["reward"]
     assert landed["proceeds"] == landed["estimated_proceeds"]
     # no collateral left anywhere on the keeper's side; the loan is gone
