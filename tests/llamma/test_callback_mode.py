@@ -5,9 +5,9 @@ estimated. Real anvil, real controllers (M2 and V3 ABIs), real pools, real signe
 
 from __future__ import annotations
 
-import pytest
-
 import os
+
+import pytest
 
 from keeper.config import parse_config
 from keeper.daemon import ReadOnlyKeeper
