@@ -158,11 +158,12 @@ class LlammaConfig(ProtocolConfig):
     )
     approval_amount: NonNegDec = Field(Decimal(100_000), description="Allowance set in 'bounded' mode (stablecoin units).")
     page_size: int = Field(200, ge=1, le=1000, description="Loans per users_to_liquidate(from, limit) call.")
-    mode: Literal["inventory", "callback"] = Field(
+    mode: Literal["inventory", "callback", "auto"] = Field(
         "inventory",
         description="'inventory': pay d − x from the keeper's stablecoin and keep the collateral; 'callback': liquidate "
         "through the keeper's liquidator contract, which sells the collateral along the market's route in the same "
-        "transaction (needs `liquidator` and `routes`; markets without a route are skipped, logged).",
+        "transaction (needs `liquidator` and `routes`; markets without a route are skipped, logged); 'auto': per loan, "
+        "the callback route when it clears min_profit on its live quote, else inventory (when affordable).",
     )
     liquidator: Address | None = Field(
         None, description="The keeper's Liquidator contract (`keeper liquidator deploy`); required in callback mode."
@@ -184,7 +185,7 @@ class LlammaConfig(ProtocolConfig):
             for controller in self.routes:
                 if controller not in self.controllers:
                     raise ValueError(f"routes: {controller} is not one of `controllers` (not watched)")
-        if self.mode == "callback":
+        if self.mode in ("callback", "auto"):
             if self.liquidator is None:
                 raise ValueError("mode = 'callback' needs liquidator (deploy one with `keeper liquidator deploy`)")
             if not self.routes:
@@ -444,7 +445,13 @@ class LlammaAdapter(Adapter):
             for m in self.mkts.values():
                 route = self.cfg.routes.get(m.controller)
                 if route is None:
-                    rows.append((f"{self.name} {m.label} route", self.cfg.mode != "callback", "no route: not liquidated"))
+                    rows.append(
+                        (
+                            f"{self.name} {m.label} route",
+                            self.cfg.mode != "callback",
+                            "no route: inventory" if self.cfg.mode == "auto" else "no route",
+                        )
+                    )
                     continue
                 problem = route.endpoint_problem(m.collateral, m.stablecoin)
                 if problem is None:
@@ -481,7 +488,7 @@ class LlammaAdapter(Adapter):
             ("TO PAY", "pay", "amount"),
         ] + (
             [("ROUTE", "route", "str"), ("PROCEEDS", "quoted_proceeds", "amount"), ("ROUTE PROFIT", "route_profit", "amount")]
-            if self.cfg.mode == "callback"
+            if self.cfg.mode in ("callback", "auto")
             else []
         )
 
@@ -653,7 +660,7 @@ class LlammaAdapter(Adapter):
     # ---- evaluation ----------------------------------------------------------------------------
     def _callback(self, m: Market) -> bool:
         """Does this market liquidate through the liquidator contract (callback mode with a route)?"""
-        return self.cfg.mode == "callback" and m.controller in self.cfg.routes
+        return self.cfg.mode in ("callback", "auto") and m.controller in self.cfg.routes
 
     def _budget(self, m: Market) -> int:
         """Stablecoin (1e18) the keeper can put into one liquidation in this market (unbounded in callback
@@ -812,8 +819,16 @@ class LlammaAdapter(Adapter):
         the capital cap, reserved across the plans of one block). Where the controller's allowance does
         not cover this block's plans, every plan that pays carries the same approval, sized to all of them
         (per the approval mode): it is sent once, right before them."""
-        if self.cfg.mode == "callback":
-            return await self._confirm_callback(candidates, head)
+        if self.cfg.mode in ("callback", "auto"):
+            plans, rest = await self._confirm_callback(candidates, head)
+            if self.cfg.mode == "callback" or not rest:
+                return plans
+            # auto: the loans no route serves profitably go the inventory way (its own budget checks)
+            return plans + await self._confirm_inventory(rest, head)
+        return await self._confirm_inventory(candidates, head)
+
+    async def _confirm_inventory(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+        """Inventory mode: the keeper pays d − x from its own stablecoin and keeps the collateral."""
         slippage = to_units(self.cfg.min_x_slippage, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         reserved: dict[str, int] = {}  # stablecoin → reserved this block
@@ -882,22 +897,27 @@ class LlammaAdapter(Adapter):
             value = self.ctx.config.profit.min_profit
         return to_units(value, 18)
 
-    async def _confirm_callback(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
+    async def _confirm_callback(self, candidates: list[Evaluation], head: Block) -> tuple[list[Plan], list[Evaluation]]:
         """Callback mode: each loan liquidated through the keeper's liquidator contract, which sells the
         collateral along the market's route in the same transaction. The route is quoted at the head for
         the collateral every candidate fraction yields (one batch per market); the best fraction by
         profit = quoted proceeds + x − d is sent, with min_out = quote × (1 − route_slippage) and the
-        contract asserting on-chain that the keeper gains at least min_profit. No inventory, no approval."""
+        contract asserting on-chain that the keeper gains at least min_profit. No inventory, no approval.
+        Returns (plans, the candidates no route serves profitably)."""
         assert self.cfg.liquidator is not None  # config validation: callback mode needs it
         slippage = to_units(self.cfg.min_x_slippage, 18)
         min_frac = to_units(self.cfg.min_frac, 18)
         by_market: dict[str, list[tuple[Evaluation, Liquidatable]]] = {}
+        rest: list[Evaluation] = []  # candidates no route serves profitably (auto mode: inventory)
         for e in candidates:
             m = self.mkts[e.key.market]
             if not isinstance(e.payload, Liquidatable):
                 continue
             if m.controller not in self.cfg.routes:
-                self.log.info("liquidation_no_route", market=m.label, account=e.key.account, note="callback mode: no route")
+                if self.cfg.mode == "auto":
+                    rest.append(e)
+                else:
+                    self.log.info("liquidation_no_route", market=m.label, account=e.key.account, note="callback mode: no route")
                 continue
             by_market.setdefault(m.controller, []).append((e, e.payload))
         plans: list[Plan] = []
@@ -912,6 +932,7 @@ class LlammaAdapter(Adapter):
                 quotes = await quote_curve(self.ctx.rpc, hops, amounts, head.number)
             except (RouteError, RpcError) as exc:
                 self.log.warning("route_quote_failed", market=m.label, error=str(exc))
+                rest.extend(e for e, _liq in group)
                 continue
             threshold = self._threshold(controller)
             for gi, ((e, _liq), row) in enumerate(zip(group, payouts, strict=True)):
@@ -930,6 +951,7 @@ class LlammaAdapter(Adapter):
                 }
                 if profit < threshold:
                     self.log.info("liquidation_route_unprofitable", market=m.label, account=e.key.account, **numbers)
+                    rest.append(e)
                     continue
                 min_out = min_out_for(quote, self.cfg.route_slippage)
                 onchain_min = max(threshold, 0)
@@ -963,7 +985,7 @@ class LlammaAdapter(Adapter):
                         typical_gas=CALLBACK_GAS,
                     )
                 )
-        return plans
+        return plans, rest
 
     def _approval_plan(self, m: Market, key: PositionKey, amount: int) -> Plan:
         return Plan(
@@ -980,7 +1002,7 @@ class LlammaAdapter(Adapter):
         """Allowances set ahead of the money (approval modes 'bounded' and 'unlimited'; 'exact' approves per
         block what that block's liquidations need): a controller whose allowance fell below half its target
         while the keeper holds stablecoin is topped up to the target."""
-        if self.cfg.approval == "exact" or self.cfg.mode == "callback":
+        if self.cfg.approval == "exact" or self.cfg.mode == "callback":  # auto keeps inventory ready
             return []
         out: list[Plan] = []
         for m in self.mkts.values():

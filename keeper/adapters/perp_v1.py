@@ -46,6 +46,7 @@ MARGIN_CHANGED = CH.event("MarginChanged")
 POSITION_SETTLED = CH.event("PositionSettled")
 POSITION_LIQUIDATED = CH.event("PositionLiquidated")
 LIQUIDATE_WITH_SLIPPAGE = CH.fn("liquidateWithSlippage")
+POSITION_ROUND = 4096  # getPosition reads per round when many positions are dirty (the initial index)
 _LIQUIDATE_SELECTORS = frozenset({CH.fn("liquidate").selector, LIQUIDATE_WITH_SLIPPAGE.selector})
 
 SNAPSHOT_FETCH_STEP = 64  # snapshots read per round while filling the TWAP window
@@ -468,6 +469,10 @@ class PerpV1Adapter(Adapter):
         calls += [_lockout_ratio_call(self.ch, a) for a in switched]
         calls += self._param_calls()
         dirty = [k for k in self.dirty if k[0] in self.info]
+        # Positions are read in rounds (the initial index of 100k positions at once would hold every
+        # encoded call, answer and decoded tuple in memory together); the first round rides along with
+        # the market reads, so a normal block is still one call.
+        dirty, later = dirty[:POSITION_ROUND], dirty[POSITION_ROUND:]
         gp = CH.fn("getPosition")
         calls += [Call(self.ch, gp.encode(a, t), flat_decoder(gp)) for a, t in dirty]
         res = await self.ctx.calls.run(calls, head.number)
@@ -496,9 +501,16 @@ class PerpV1Adapter(Adapter):
                 continue
             memo = self.twap_memos.setdefault(a, pm.TwapMemo())
             self.states[a] = pm.MarketState(q, b, price, cpf, tuple(tail), head.timestamp, twap_memo=memo)
-        # positions
+        self._apply_positions(dirty, position_results, head)
+        for i in range(0, len(later), POSITION_ROUND):
+            chunk = later[i : i + POSITION_ROUND]
+            results = await self.ctx.calls.run([Call(self.ch, gp.encode(a, t), flat_decoder(gp)) for a, t in chunk], head.number)
+            self._apply_positions(chunk, results, head)
+
+    def _apply_positions(self, keys: list[tuple[str, str]], results: list, head: Block) -> None:
+        """getPosition answers into the index (memory and the state file)."""
         upserts, deletes = [], []
-        for (a, t), r in zip(dirty, position_results, strict=True):
+        for (a, t), r in zip(keys, results, strict=True):
             if isinstance(r, CallFailed):
                 self.log.warning("position_read_failed", market=a, account=t, error=r.reason)
                 continue

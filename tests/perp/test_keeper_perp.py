@@ -320,10 +320,11 @@ async def test_short_positions_and_second_market(perp, accounts, tmp_path):
     assert {r["market"] for r in log.events("liquidation_landed")} == {"BTC"}
 
 
-async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices_them(perp, accounts, tmp_path):
-    """Blocks where a market's reserves, oracle and funding did not move reuse last block's
-    "clearly healthy" verdicts; a trade or a funding payment prices every position again."""
-    from keeper.types import Block  # noqa: PLC0415
+async def test_clearly_healthy_positions_never_reach_the_exact_maths_and_a_move_reprices_them(perp, accounts, tmp_path):
+    """The vectorised prefilter proves a clearly healthy position's spot ratio above the band with
+    float bounds, block after block, so only the others go through the exact maths; a trade or a
+    funding payment is seen by both (the verdicts equal the exact maths' for every position)."""
+    from keeper.types import Block, Evaluation, PositionKey, Status  # noqa: PLC0415
     from tests.harness import open_adapter  # noqa: PLC0415
 
     alice, carol, whale = accounts["alice"], accounts["carol"], accounts["whale"]
@@ -335,29 +336,36 @@ async def test_quiet_market_keeps_healthy_positions_unpriced_and_a_move_reprices
     real = adapter._evaluate_one
     adapter._evaluate_one = lambda key, *a: priced.append(key.account) or real(key, *a)
 
+    def exact() -> dict:
+        skip = adapter.params.mmr + 2 * 10**16  # the default prefilter_margin
+        out = {}
+        for (amm, t), pos in adapter.positions.items():
+            key = PositionKey(adapter.name, amm, t)
+            e = real(key, pos, adapter.states[amm], adapter.info[amm], skip)
+            out[t] = e or Evaluation(key, Status.HEALTHY, False)
+        return out
+
     async def block() -> dict:
         priced.clear()
         perp.chain.mine()
         h = Block.from_rpc(await rpc.get_block("latest"))
         await adapter.sync(h)
-        return {e.key.account: e for e in adapter.evaluate(h)}
+        got = {e.key.account: e for e in adapter.evaluate(h)}
+        assert got == exact()
+        return got
 
     try:
         adapter.evaluate(head)
-        quiet = await block()  # an empty block: nothing priced, same verdicts
-        assert priced == [] and {a: e.status for a, e in quiet.items()} == {
-            alice: pm_status("healthy"),
-            carol: pm_status("healthy"),
-        }
-        crash(perp, whale, 2880 * E)  # a trade moves the reserves: every position is priced again
+        quiet = await block()  # an empty block: nothing priced exactly, same verdicts
+        assert priced == [] and {a: e.status for a, e in quiet.items()} == {alice: Status.HEALTHY, carol: Status.HEALTHY}
+        crash(perp, whale, 2880 * E)  # a trade moves the reserves: alice falls under maintenance
         moved = await block()
-        assert {alice, carol} <= set(priced) and moved[alice].candidate and not moved[carol].candidate
+        assert priced == [alice] and moved[alice].candidate and not moved[carol].candidate
         await block()
         assert priced == [alice]  # carol is still clearly healthy; alice, a candidate, is priced each block
         perp.chain.advance(3600)
-        perp.pay_funding("ETH")  # funding moves the premium fraction: priced again
-        await block()
-        assert {alice, carol} <= set(priced)
+        perp.pay_funding("ETH")  # funding moves the premium fraction: the bound follows it
+        assert (await block())[alice].candidate and priced == [alice]
     finally:
         await rpc.close()
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 from eth_utils import to_checksum_address
 
 from keeper.daemon import StartupError
 from keeper.devtools.perp_env import BUY, USDC_UNIT
 from keeper.risk import perp as pm
+from keeper.risk import perp_vec
 from tests.harness import KEEPER, keeper_config, perp_protocol, run_engine, start_engine
 
 pytestmark = pytest.mark.chain
@@ -36,8 +38,10 @@ def discrepancies(engine) -> float:
 
 
 def fault_local_ratios(monkeypatch, **change) -> None:
-    """Fault injection: the local margin-ratio maths is off (the on-chain views are untouched)."""
+    """Fault injection: the local margin-ratio maths is off (the on-chain views are untouched). The
+    vectorised prefilter proves nothing, so every position reaches the (faulty) exact maths."""
     real = pm.ratios
+    monkeypatch.setattr(perp_vec, "spot_ratio_at_least", lambda size, *_a: np.zeros(len(size), dtype=bool))
 
     def faulty(pos, m, *, skip_twap_above=None):
         r = real(pos, m)
