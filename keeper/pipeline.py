@@ -39,6 +39,7 @@ class Pipeline:
         self.log = log
         self.metrics = metrics
         self.last_status: dict[str, dict[PositionKey, str]] = {}  # adapter → position → last status
+        self._prev_evals: dict[str, list[Evaluation]] = {}  # adapter → last block's evaluations, in order
         self.status_counts: dict[str, Counter[str]] = {}
         self.last_error = ""
 
@@ -114,29 +115,51 @@ class Pipeline:
         every position (100k at scale): one dict per adapter, statuses compared by identity first (they are
         enum members), the set work done in C."""
         last = self.last_status.setdefault(a.name, {})
+        prev = self._prev_evals.get(a.name)
+        self._prev_evals[a.name] = evals
+        if prev is not None and len(prev) == len(evals) and a.name in self.status_counts:
+            # Same positions in the same order as last block (an adapter may hand back the very same
+            # Evaluation object for a position that did not change): only the differing ones are looked at.
+            diffs = [(e, p) for e, p in zip(evals, prev, strict=True) if e is not p]
+            if all(e.key == p.key for e, p in diffs):
+                counts = self.status_counts[a.name]
+                for e, p in diffs:
+                    if e.status != p.status:
+                        counts[p.status] -= 1
+                        counts[e.status] += 1
+                        last[e.key] = e.status
+                        self._log_status(a, e, p.status, head)
+                self._export_counts(a, counts, counts)
+                return
         now: dict[PositionKey, str] = {}
         get = last.get
         for e in evals:
             st = e.status
             now[e.key] = st
-            prev = get(e.key)
-            if prev is not st and prev != st and (prev is not None or st != Status.HEALTHY):
-                self.log.info(
-                    "position_status",
-                    protocol=a.name,
-                    market=a.market_label(e.key.market),
-                    account=e.key.account,
-                    status=st,
-                    previous=prev,
-                    block=head.number,
-                    reason=e.reason or None,
-                )
+            was = get(e.key)
+            if was is not st and was != st:
+                self._log_status(a, e, was, head)
         if len(now) != len(last) or last.keys() != now.keys():
             for k in last.keys() - now.keys():
                 self.executor.forget(k)
         self.last_status[a.name] = now
-        counts = Counter(now.values())
-        old = self.status_counts.get(a.name, Counter())
+        self._export_counts(a, self.status_counts.get(a.name, Counter()), Counter(now.values()))
+
+    def _log_status(self, a: Adapter, e: Evaluation, prev: str | None, head: Block) -> None:
+        if prev is None and e.status == Status.HEALTHY:
+            return  # a new healthy position is not news
+        self.log.info(
+            "position_status",
+            protocol=a.name,
+            market=a.market_label(e.key.market),
+            account=e.key.account,
+            status=e.status,
+            previous=prev,
+            block=head.number,
+            reason=e.reason or None,
+        )
+
+    def _export_counts(self, a: Adapter, old: Counter[str], counts: Counter[str]) -> None:
         for s in set(old) | set(counts):
             self.metrics.positions.labels(a.name, s).set(counts.get(s, 0))
         self.status_counts[a.name] = counts

@@ -88,3 +88,20 @@ async def test_a_route_too_thin_to_pay_is_skipped_with_its_numbers(deployments, 
     assert skipped and all(r["route_profit"] < r["min_profit"] for r in skipped)
     assert all(r["quoted_proceeds"] < r["pay"] for r in skipped)  # the route cannot even repay the debt share
     assert m.controller.functions.debt(alice).call() > 0
+
+
+async def test_auto_mode_takes_the_route_when_it_pays_and_inventory_when_it_does_not(deployments, fresh, accounts, tmp_path):
+    m = deployments["v3-8dec"]
+    alice = accounts["alice"]
+    make_partly_converted_rekt(m, alice, accounts["arb"])
+    pay = m.controller.functions.tokens_to_liquidate(alice).call({"from": KEEPER})
+    m.fund_stablecoin(KEEPER, pay * 3)  # inventory for the fallback
+    thin = pool_at_price(m.chain, m, "stable", m.units("0.05"))
+    liquidator = deploy_liquidator(m.chain, KEEPER)
+    cfg = callback_config(m, tmp_path, liquidator.address, [hop_for(m.chain, thin, m.collateral, m.stablecoin)])
+    cfg["protocols"][0]["mode"] = "auto"
+    _engine, log = await run_engine(cfg, 2)
+    assert [r["account"] for r in log.events("liquidation_route_unprofitable")][:1] == [alice]
+    (landed,) = [r for r in log.events("liquidation_landed") if r["account"] == alice]
+    assert "mode" not in landed and landed["stable_paid"] > 0  # the inventory way: the keeper paid d − x
+    assert bal(m.collateral, KEEPER) > 0 and m.controller.functions.debt(alice).call() == 0

@@ -65,8 +65,10 @@ async def test_every_liquidation_of_a_market_lands_in_one_block_best_first_with_
     assert done["head_to_broadcast_ms"] >= 0
 
 
-async def test_a_sequence_member_that_fails_its_simulation_is_dropped_and_the_rest_sent(perp, accounts, tmp_path):
-    """Two plans at one head, the first for a healthy position (its call reverts): only the second is sent."""
+@pytest.mark.parametrize("carol_reward", [20 * E, 5 * E], ids=["failing-first", "failing-second"])
+async def test_a_sequence_member_that_fails_its_simulation_is_dropped_and_the_rest_sent(carol_reward, perp, accounts, tmp_path):
+    """Two plans at one head, one for a healthy position (its call reverts), ranked first or second: only
+    the good one is sent, as the sequence's first transaction."""
     alice, carol, whale = accounts["alice"], accounts["carol"], accounts["whale"]
     open_10x_long(perp, alice, margin=1000 * E)
     perp.fund_trader(carol, 1010 * E)
@@ -86,8 +88,8 @@ async def test_a_sequence_member_that_fails_its_simulation_is_dropped_and_the_re
         head = Block.from_rpc(await engine.rpc.get_block("latest"))
         nonce0 = perp.chain.nonce(KEEPER)
         perp.chain.set_automine(False)
-        # carol ranked first: her failure must not stop alice's liquidation behind her
-        await engine.executor.execute(a, [plan(carol, 20 * E), plan(alice, 10 * E)], head)
+        # wherever carol ranks, her failure neither stops alice's liquidation nor is sent
+        await engine.executor.execute(a, [plan(carol, carol_reward), plan(alice, 10 * E)], head)
         sent = log.events("liquidation_sent")
         perp.chain.mine()
         perp.chain.set_automine(True)
