@@ -616,7 +616,8 @@ def race(scn: Scenario, prepared: Prepared, args: argparse.Namespace, workdir: P
         stats, totals = attribute(
             node.url, info, start + 1, crash_block + 1, last_seen, prepared.oracle_after_gap or crv.oracle_price()
         )
-        _vals, klat, ksrc = keeper_latency(metrics, daemon.log_path)
+        kvals, klat, ksrc = keeper_latency(metrics, daemon.log_path)
+        stats["keeper"].latency = kvals
         stats["keeper"].latency_source = ksrc
         latency: dict[str, tuple[float | None, float | None]] = {"keeper": klat, "plainbot": (None, None)}
         if bot is not None:
@@ -699,6 +700,7 @@ def report(results: list[RaceResult]) -> dict[str, Any]:
             a.reverted += b.reverted
             a.lost_races += b.lost_races
             a.out_of_gas += b.out_of_gas
+            a.latency += b.latency
     total = sum((t.reward for t in tot.values()), Decimal(0))
     for t in tot.values():
         t.share = float(t.reward / total) if total else 0.0
@@ -707,7 +709,8 @@ def report(results: list[RaceResult]) -> dict[str, Any]:
     say(f"\n=== total over {len(results)} scenarios: reward {total:.2f} USD ===")
     say(HEADER)
     for side in SIDES:
-        say(row(side, tot[side], (None, None)))
+        pooled = tot[side].latency  # every head's figure over all scenarios
+        say(row(side, tot[side], (quantile(pooled, 0.5), quantile(pooled, 0.99)) if pooled else (None, None)))
     met = sum(target_met(r) for r in results)
     say(
         f"keeper share per scenario: {' / '.join(f'{s:.1%}' for s in shares)} (mean {sum(shares) / max(1, len(shares)):.1%}); "

@@ -158,6 +158,19 @@ class Adapter(ABC):
         `to`/`data` is not a liquidation of one of this adapter's markets."""
         return None
 
+    # ---- analytics (keeper whatif) ------------------------------------------------------------------
+    def shock_symbols(self) -> dict[str, str]:
+        """market address → the asset symbol a `--shock SYMBOL=±P%` names (e.g. "ETH"); case-insensitive match."""
+        return {m: self.market_label(m) for m in self.markets()}
+
+    async def evaluate_shocked(self, head: Block, factors: dict[str, int]) -> list[Evaluation]:
+        """What-if: every indexed position re-evaluated with the oracle and market prices of each market in
+        `factors` multiplied by factors[market] (1e18 fixed point: 0.9e18 = −10 %; markets not listed are
+        unchanged), markets moved as arbitrage would move them. Pure local maths on the state read at
+        `head` (may read more at `head`, never writes). Each Evaluation carries the exact status and
+        est_reward under the shock and fields["notional"] (value token, 1e18)."""
+        raise NotImplementedError(f"{self.kind}: no what-if model")
+
     # ---- watchlist (keeper/monitors/watch.py) ------------------------------------------------------
     def risk_usage(self, e: Evaluation) -> int | None:
         """Risk usage of a position, 1e18 = 100 % = the liquidation threshold (above it: liquidatable), as
