@@ -2,8 +2,9 @@
 
     keeper [-c CONFIG] run [--dry-run]      the daemon: per new block index, refresh, evaluate, liquidate
     keeper [-c CONFIG] run --monitor-only   no key: evaluate, alert, metrics (watchlist, monitors), never send
-    keeper [-c CONFIG] scan [--json] [--risky] [--adl]  one-shot table of every indexed position (+ ADL ranking)
+    keeper [-c CONFIG] scan [--json] [--risky] [--adl] [--block N]  one-shot table of every indexed position (+ ADL ranking)
     keeper [-c CONFIG] check                config, connectivity, chain id, key, code at every address
+    keeper [-c CONFIG] whatif --shock ETH=-10% [--steps -1%..-30%]  what a price move makes liquidatable; the map
     keeper [-c CONFIG] liquidator deploy|status|sweep  the keeper's LLAMMA liquidator contract (callback mode)
     keeper demo                             local anvil + reference protocols + crash + the real daemon
     keeper config-help                      every setting with its default and help
@@ -48,10 +49,24 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no key needed: evaluate, alert and export metrics (watchlist, monitors); never confirm, simulate or send",
     )
-    scan = sub.add_parser("scan", help="one-shot table of positions")
+    scan = sub.add_parser(
+        "scan",
+        help="one-shot table of positions",
+        description="Every indexed position, what `run` would do with it now, and its risk usage (maintenance "
+        "requirement ÷ what it has; 100 % = liquidatable). Perp LIQ PRICE / FULL LIQ PRICE: the index price at which "
+        "it becomes liquidatable / fully liquidated, assuming a sustained move (the vAMM traded to that price and "
+        "held for the 900 s TWAP, funding as of now), exact to one quote-token unit.",
+    )
     scan.add_argument("--json", action="store_true", help="JSON output")
     scan.add_argument("--risky", action="store_true", help="only positions that are not healthy")
     scan.add_argument("--adl", action="store_true", help="add the ADL ranking of perp positions (a monitor: Perp v1 has no ADL)")
+    scan.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        metavar="N",
+        help="as of past block N (archive node or anvil): every read tagged at N, events indexed up to N, N's base fee",
+    )
     sub.add_parser("check", help="check config, RPC, chain id, key and contract code")
     demo = sub.add_parser("demo", help="local end-to-end demo on an embedded anvil chain")
     demo.add_argument(
@@ -111,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return asyncio.run(_run(cfg, args.dry_run, args.monitor_only))
         if args.command == "scan":
-            return asyncio.run(_scan(cfg, args.json, args.risky, args.adl))
+            if args.block is not None and args.block < 0:
+                _err(f"--block: must be a block number ≥ 0, got {args.block}")
+                return EXIT_CONFIG
+            return asyncio.run(_scan(cfg, args.json, args.risky, args.adl, args.block))
         if args.command == "check":
             return asyncio.run(_check(cfg))
     except KeyLoadError as exc:
@@ -187,14 +205,24 @@ def _json_value(v: Any, kind: str | None) -> Any:
     return v
 
 
-SCAN_AMOUNTS = {"est_reward": "amount", "est_cost": "amount", "est_profit": "amount", "min_profit": "amount"}
+SCAN_AMOUNTS = {
+    "est_reward": "amount",
+    "est_cost": "amount",
+    "est_profit": "amount",
+    "min_profit": "amount",
+    "risk_usage": "ratio",  # maintenance requirement ÷ what the position has, 1e18 = 100 % = liquidatable
+    "l1_fee": "amount",  # an L2's L1 data fee, inside est_cost (rows where it is non-zero)
+}
 
 
-async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False) -> int:
-    from keeper.daemon import ReadOnlyKeeper, StartupError  # noqa: PLC0415
+async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False, block: int | None = None) -> int:
+    from keeper.daemon import BlockOutOfRange, ReadOnlyKeeper, StartupError  # noqa: PLC0415
 
     try:
-        keeper = await ReadOnlyKeeper.open(cfg, log=get_logger())
+        keeper = await ReadOnlyKeeper.open(cfg, log=get_logger(), block=block)
+    except BlockOutOfRange as exc:
+        _err(f"--block: {exc}")
+        return EXIT_CONFIG
     except StartupError as exc:
         _err(f"startup check failed: {exc}")
         return EXIT_FAILURE
@@ -226,14 +254,17 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False
         if not prow:
             continue
         extra = columns[a.name]
+        l1_col = any(r.get("l1_fee") for r in prow)  # on an L2: the L1 data fee inside EST COST
         headers = [
             "MARKET",
             "ACCOUNT",
+            "RISK USAGE",
             *[h for h, _, _ in extra],
             "STATUS",
             "ACTION",
             "EST REWARD",
             "EST COST",
+            *(["L1 FEE"] if l1_col else []),
             "EST PROFIT",
             "MIN PROFIT",
         ]
@@ -243,11 +274,13 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False
                 [
                     r["market"],
                     _short(r["account"]),
+                    _fmt(r.get("risk_usage"), "ratio"),
                     *[_fmt(r.get(f), k) for _, f, k in extra],
                     r["status"],
                     r["action"] or "-",
                     _fmt(r["est_reward"], "amount"),
                     _fmt(r["est_cost"], "amount"),
+                    *([_fmt(r.get("l1_fee"), "amount")] if l1_col else []),
                     _fmt(r["est_profit"], "amount"),
                     _fmt(r["min_profit"], "amount"),
                 ]

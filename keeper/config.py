@@ -224,6 +224,13 @@ class ChainConfig(Model):
         description="'auto': use Multicall3 at its canonical address when it has code; 'off': JSON-RPC batches; "
         "or the address of a Multicall3-compatible aggregator.",
     )
+    l2: Literal["auto", "op", "arbitrum", "none"] = Field(
+        "auto",
+        description="L1 data fee model, priced into every profit decision: 'op' (OP-stack GasPriceOracle "
+        "0x42…0F: getL1FeeUpperBound / getL1Fee of the transaction), 'arbitrum' (NodeInterface 0x…C8 "
+        "gasEstimateL1Component: L1 gas inside the gas limit), 'none'; 'auto' detects it at startup by "
+        "eth_call probes (a named model must answer, else startup fails).",
+    )
 
 
 class KeyConfig(Model):

@@ -27,6 +27,7 @@ from keeper.execution import Executor
 from keeper.gas import FeePolicy
 from keeper.heads import HeadWatcher
 from keeper.keys import KeyLoadError, load_signer
+from keeper.l2 import L2DetectionError, L2Model, detect_l2
 from keeper.log import get_logger
 from keeper.metrics import Metrics
 from keeper.monitors import build_monitors
@@ -87,12 +88,27 @@ class Connection:
     chain_id: int
     head: Block
     adapters: list[Adapter]
+    l2: L2Model = L2Model("none")  # the chain's L1-fee model (chain.l2), detected at startup
+
+
+class BlockOutOfRange(StartupError):
+    """`--block N` names a block the node does not have (beyond its head)."""
 
 
 async def connect(
-    cfg: KeeperConfig, *, address: str, store: Store, log: Any, metrics: Metrics, rpc: RpcClient, check_code: bool = True
+    cfg: KeeperConfig,
+    *,
+    address: str,
+    store: Store,
+    log: Any,
+    metrics: Metrics,
+    rpc: RpcClient,
+    check_code: bool = True,
+    block: int | None = None,
 ) -> Connection:
-    """Chain id, call batcher, adapters started (markets discovered, index loaded), code at every address."""
+    """Chain id, call batcher, adapters started (markets discovered, index loaded), code at every address.
+    `block`: the connection's head is that past block instead of the latest (`scan --block`, `backtest`):
+    the adapters tag every per-block call with the head's number, so they read the chain as of it."""
     await rpc.start()
     try:
         chain_id = await rpc.chain_id()
@@ -110,6 +126,10 @@ async def connect(
     except ValueError as exc:
         raise StartupError(str(exc)) from None
     head = Block.from_rpc(await rpc.get_block("latest"))
+    if block is not None:
+        if block > head.number:
+            raise BlockOutOfRange(f"block {block} is beyond the chain head {head.number}")
+        head = Block.from_rpc(await rpc.get_block(block))
     ctx = Context(rpc=rpc, calls=calls, store=store, keeper=address, config=cfg, log=log, metrics=metrics)
     adapters = [adapter_class(p.kind)(p, ctx) for p in cfg.protocols if p.enabled]
     for a in adapters:
@@ -121,7 +141,14 @@ async def connect(
         missing = await missing_code(rpc, adapters)
         if missing:
             raise StartupError(f"no contract code at {missing[0][0]} = {missing[0][1]}")
-    return Connection(rpc, calls, chain_id, head, adapters)
+    try:
+        l2 = await detect_l2(rpc, cfg.chain.l2)
+    except L2DetectionError as exc:
+        raise StartupError(str(exc)) from None
+    except (RpcError, RpcUnavailable, TransportError) as exc:
+        raise StartupError(f"chain.l2: the L2 fee model probes failed: {exc}") from None
+    log.info("l2_fee_model", l2=l2.kind, source=l2.source, upper_bound=l2.upper_bound, detail=l2.describe())
+    return Connection(rpc, calls, chain_id, head, adapters, l2)
 
 
 async def missing_code(rpc: RpcClient, adapters: list[Adapter]) -> list[tuple[str, str]]:
@@ -168,7 +195,7 @@ class Daemon:
         self.dry_run = txs is None
         self.alerts = alerts
         self._lock = lock
-        self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, alerts, store, txs)
+        self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, alerts, store, txs, l2=conn.l2)
         monitors = build_monitors(cfg, rpc=self.rpc, adapters=self.adapters, alerts=alerts, metrics=metrics, log=log)
         self.monitor_only = monitor_only
         self.pipeline = Pipeline(self.adapters, self.executor, log, metrics, monitors, monitor_only=monitor_only)
@@ -260,6 +287,7 @@ class Daemon:
             monitor_only=monitor_only,
             monitors=[m.name for m in daemon.pipeline.monitors],
             multicall=conn.calls.multicall or "json-rpc batch",
+            l2=conn.l2.kind,
             protocols=[a.name for a in daemon.adapters],
             head=conn.head.number,
         )
@@ -460,20 +488,32 @@ class ReadOnlyKeeper:
         self.chain_id = conn.chain_id
         self.store = store
         self.keeper_address = address
-        self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, None, None, None)
+        self.l2 = conn.l2
+        self.executor = Executor(cfg, self.rpc, address, self.adapters, log, metrics, None, None, None, l2=conn.l2)
         self.pipeline = Pipeline(self.adapters, self.executor, log, metrics)
 
     @classmethod
     async def open(
-        cls, cfg: KeeperConfig, *, log: Any = None, address: str | None = None, check_code: bool = True
+        cls,
+        cfg: KeeperConfig,
+        *,
+        log: Any = None,
+        address: str | None = None,
+        check_code: bool = True,
+        block: int | None = None,
     ) -> ReadOnlyKeeper:
+        """`block`: as of that past block (`scan --block N`): every read is tagged with it and the index is
+        built from the configured start blocks up to it in an empty in-memory store (the state file's index
+        may run past N, so it is not read at all)."""
         log = log or get_logger()
         metrics = Metrics()
         address = address or keeper_address(cfg)
         rpc = rpc_client(cfg, metrics)
-        store = Store.read_only_copy(cfg.state.path)
+        store = Store.read_only_copy(cfg.state.path) if block is None else Store(":memory:")
         try:
-            conn = await connect(cfg, address=address, store=store, log=log, metrics=metrics, rpc=rpc, check_code=check_code)
+            conn = await connect(
+                cfg, address=address, store=store, log=log, metrics=metrics, rpc=rpc, check_code=check_code, block=block
+            )
         except BaseException:
             await rpc.close()
             store.close()
@@ -489,7 +529,7 @@ class ReadOnlyKeeper:
 
     async def checks(self) -> list[tuple[str, bool, str]]:
         """The startup checks as (name, ok, detail) rows, for `keeper check`."""
-        rows: list[tuple[str, bool, str]] = [("chain id", True, str(self.chain_id))]
+        rows: list[tuple[str, bool, str]] = [("chain id", True, str(self.chain_id)), ("L2 fee model", True, self.l2.describe())]
         missing = dict(await missing_code(self.rpc, self.adapters))
         for a in self.adapters:
             for label, addr in a.addresses().items():

@@ -16,6 +16,7 @@ dry run and scan are built without any, so nothing below them can sign or send.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from keeper.bidding import bid_fees, outbid_replacement
 from keeper.gas import FeeCapExceeded, FeePolicy, FeeQuote, next_base_fee
+from keeper.l2 import NO_L1, L1Cost, L1FeeUnavailable, L2Fees, L2Model
 from keeper.mempool import RivalWatch
 from keeper.pricing import NativePrice, PriceUnavailable
-from keeper.risk.profit import WAD, decide, gas_cost_in_quote
+from keeper.risk.profit import WAD, ceil_div, cost_in_quote, decide
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError, RpcUnavailable, TransportError, call_object
 from keeper.simulate import SimCall, SimResult, SimulationUnsupported, simulate_sequence
 from keeper.txs import CANCEL_GAS, Finished, PendingTx, Review, SendAborted, SendRejected
@@ -45,16 +47,23 @@ GAS_LIMIT_EXCEEDED = "gas_limit_exceeded"
 FEE_CAP = "fee_cap"
 NO_NATIVE_PRICE = "no_native_price"
 UNPROFITABLE = "unprofitable"
+L1_FEE_UNAVAILABLE = "l1_fee_unavailable"
 
 
-def break_even_fee_per_gas(reward: int, min_profit: int, gas: int, native_price: int) -> int:
-    """Highest fee per gas (wei) at which `gas` still leaves `min_profit`: ⌊(reward − min_profit)·1e18 /
-    (gas · native_price)⌋, 0 when nothing is left. reward, min_profit: value token 1e18; native_price:
-    value-token 1e18 units per native token."""
+def break_even_fee_per_gas(reward: int, min_profit: int, gas: int, native_price: int, l1_fee_wei: int = 0) -> int:
+    """Highest fee per gas (wei) at which `gas` still leaves `min_profit`: ⌊((reward − min_profit)·1e18 −
+    l1_fee_wei · native_price) / (gas · native_price)⌋, 0 when nothing is left. reward, min_profit: value
+    token 1e18; native_price: value-token 1e18 units per native token; l1_fee_wei: the fixed L1 data fee
+    (OP stack), paid whatever the fee per gas, so it comes off the budget first (on Arbitrum the L1 part
+    is gas: it is in `gas`). At the returned fee, cost_in_quote(gas, fee, native_price, l1_fee_wei) ≤
+    reward − min_profit."""
     budget = reward - min_profit
     if budget <= 0 or gas <= 0 or native_price <= 0:
         return 0
-    return budget * WAD // (gas * native_price)
+    left = budget * WAD - l1_fee_wei * native_price
+    if left <= 0:
+        return 0
+    return left // (gas * native_price)
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,10 @@ class Decision:
     break_even_fee: int | None = None  # wei per gas; None when the operator allows unprofitable sends
     detail: str = ""  # revert reason / error text
     after: Plan | None = None  # a set-up step (approval) sent right before it at the same head; its gas priced in
+    # The L1 part of the cost on an L2 (keeper/l2.py), priced in `cost`: None when the chain has none.
+    l1_fee_wei: int | None = None  # wei: the fixed L1 data fee + the L1 gas at the expected fee per gas
+    l1_gas: int = 0  # Arbitrum: L1 gas units inside gas_limit (and priced at the fee per gas)
+    l1_cost: int | None = None  # value token 1e18: l1_fee_wei at the native price (rounded up)
 
     @property
     def needs_approval(self) -> bool:
@@ -96,6 +109,10 @@ class Decision:
             out["break_even_fee"] = self.break_even_fee
         if self.native_price is not None:
             out["native_price"] = self.native_price
+        if self.l1_fee_wei is not None:
+            out["l1_fee_wei"] = self.l1_fee_wei
+            if self.l1_gas:
+                out["l1_gas"] = self.l1_gas
         if self.detail:
             out["revert" if self.reason == SIMULATION_REVERTED else "error"] = self.detail
         return out
@@ -111,12 +128,28 @@ def decide_plan(
     policy: FeePolicy,
     extra_gas: int = 0,
     rival_tip: int | None = None,
+    l1: L1Cost | None = None,
+    extra_l1: L1Cost = NO_L1,
 ) -> Decision:
     """The policy for one plan, pure: `simulated` is the gas eth_estimateGas gave for what is sent now
     (the plan, or its prerequisite), or the error it raised. `extra_gas`: gas another transaction spends
     on this plan's behalf (its approval, sent just before it in the same block): priced in, not part of
     this transaction's gas limit. The fees follow the tip policy (keeper/bidding.py) under the caps and
-    break-even; `rival_tip`: a rival's pending liquidation of the same position to outbid."""
+    break-even; `rival_tip`: a rival's pending liquidation of the same position to outbid.
+    `l1`: on an L2, the L1 part of this transaction's cost (keeper/l2.py; None: the chain has none): its
+    L1 gas is inside the gas limit, and all of it is priced in, break-even included (the fixed L1 fee
+    comes off the budget before it is spread over the gas). `extra_l1`: the L1 part of the other
+    transaction made on this plan's behalf (its approval, or the liquidation behind an approval sent now):
+    priced in, not in this gas limit."""
+    own = l1 if l1 is not None else NO_L1
+    priced_l1 = own + extra_l1
+
+    def l1_fields(fee_per_gas: int) -> dict[str, Any]:
+        if l1 is None:
+            return {}
+        wei = priced_l1.wei_at(fee_per_gas)
+        return {"l1_fee_wei": wei, "l1_gas": own.gas, "l1_cost": ceil_div(wei * native_price, WAD)}
+
     send_plan = plan.prerequisite or plan
     base = Decision(plan=plan, send_plan=send_plan, send=False, reason="", min_profit=min_profit, native_price=native_price)
     if isinstance(simulated, Exception):
@@ -125,25 +158,27 @@ def decide_plan(
         return dataclasses.replace(base, reason=SIMULATION_FAILED, detail=str(simulated))
     gas = simulated
     total_gas = gas + extra_gas + (plan.typical_gas if plan.prerequisite is not None else 0)
-    gas_limit = policy.gas_limit(gas)
-    base = dataclasses.replace(base, gas=gas, total_gas=total_gas, gas_limit=gas_limit)
+    gas_limit = policy.gas_limit(gas + own.gas)  # Arbitrum: the L1 gas is charged as gas of this transaction
+    base = dataclasses.replace(base, gas=gas, total_gas=total_gas, gas_limit=gas_limit, **l1_fields(fees.expected_fee_per_gas))
     if not policy.fits(gas_limit):
         return dataclasses.replace(base, reason=GAS_LIMIT_EXCEEDED, detail=f"{gas_limit} > max_gas_limit {policy.max_gas_limit}")
-    cost = gas_cost_in_quote(total_gas, fees.expected_fee_per_gas, native_price)
+    priced_gas = total_gas + priced_l1.gas
+    cost = cost_in_quote(priced_gas, fees.expected_fee_per_gas, native_price, priced_l1.fee_wei)
     verdict = decide(plan.expected_reward, cost, min_profit, allow_unprofitable)
     base = dataclasses.replace(base, fees=fees, cost=cost, profit=verdict.profit)
     if not verdict.send:
         return dataclasses.replace(base, reason=UNPROFITABLE)
     if allow_unprofitable and verdict.profit < min_profit:
         return dataclasses.replace(base, send=True)
-    be = break_even_fee_per_gas(plan.expected_reward, min_profit, total_gas, native_price)
+    be = break_even_fee_per_gas(plan.expected_reward, min_profit, priced_gas, native_price, priced_l1.fee_wei)
     bid = bid_fees(
         fees,
         policy=policy.cfg.tip_policy,
         share=policy.cfg.tip_share,
-        reward=plan.expected_reward,
+        # the share policy splits what is left after the fixed L1 fee
+        reward=plan.expected_reward - ceil_div(priced_l1.fee_wei * native_price, WAD),
         min_profit=min_profit,
-        gas=total_gas,
+        gas=priced_gas,
         native_price=native_price,
         break_even_fee=be,
         cap_fee=policy.cap_fee,
@@ -152,8 +187,16 @@ def decide_plan(
     )
     if not bid.send:
         return dataclasses.replace(base, reason=bid.reason, break_even_fee=be)
-    cost = gas_cost_in_quote(total_gas, bid.fees.expected_fee_per_gas, native_price)
-    return dataclasses.replace(base, send=True, fees=bid.fees, cost=cost, profit=plan.expected_reward - cost, break_even_fee=be)
+    cost = cost_in_quote(priced_gas, bid.fees.expected_fee_per_gas, native_price, priced_l1.fee_wei)
+    return dataclasses.replace(
+        base,
+        send=True,
+        fees=bid.fees,
+        cost=cost,
+        profit=plan.expected_reward - cost,
+        break_even_fee=be,
+        **l1_fields(bid.fees.expected_fee_per_gas),
+    )
 
 
 def review_replacement(
@@ -165,20 +208,24 @@ def review_replacement(
     min_profit: int,
     allow_unprofitable: bool,
     policy: FeePolicy,
+    l1: L1Cost | Exception = NO_L1,
 ) -> Review:
     """Replace a stuck transaction only after a fresh successful simulation and only if its bumped max
-    fee is within break-even; cancel it when it would now revert; otherwise keep it as it is."""
+    fee is within break-even (the L1 part of its cost on an L2, `l1`, included; its L1 gas inside the gas
+    limit); cancel it when it would now revert; otherwise keep it as it is."""
     if isinstance(simulated, ExecutionReverted):
         return Review("cancel", reason=f"would revert: {simulated.reason}")
     if isinstance(simulated, Exception):
         return Review("keep", reason=f"simulation failed: {simulated}")
-    gas_limit = policy.gas_limit(simulated)
+    if isinstance(l1, Exception):
+        return Review("keep", reason=f"{L1_FEE_UNAVAILABLE}: {l1}")
+    gas_limit = policy.gas_limit(simulated + l1.gas)
     if not policy.fits(gas_limit):
         return Review("keep", reason=f"{GAS_LIMIT_EXCEEDED}: {gas_limit} > {policy.max_gas_limit}")
     if not allow_unprofitable:
         if native_price is None:
             return Review("keep", reason=NO_NATIVE_PRICE)
-        be = break_even_fee_per_gas(expected_reward, min_profit, simulated + typical_extra_gas, native_price)
+        be = break_even_fee_per_gas(expected_reward, min_profit, simulated + typical_extra_gas + l1.gas, native_price, l1.fee_wei)
         if bumped.max_fee_per_gas > be:
             return Review("keep", reason=f"replacement_unprofitable: max fee {bumped.max_fee_per_gas} > break-even {be}")
     return Review("replace", gas_limit=gas_limit)
@@ -257,6 +304,7 @@ class Executor:
         alerts: Alerter | None,
         store: Store | None,
         sender: Sender | None,
+        l2: L2Model | None = None,
     ) -> None:
         self.cfg = cfg
         self.rpc = rpc
@@ -282,6 +330,17 @@ class Executor:
         )
         self._head_sends = (-1, 0)  # (head, transactions sent at it)
         self.last_skip: dict[PositionKey, str] = {}
+        # The L1 part of every transaction's cost on an L2 (chain.l2, detected at startup); None: no L1 fee.
+        self.l2: L2Fees | None = None
+        if l2 is not None and l2.kind != "none":
+            self.l2 = L2Fees(
+                rpc,
+                l2,
+                chain_id=cfg.chain.chain_id,
+                sender=keeper_address,
+                max_fee=self.fees.cap_fee,
+                max_gas=cfg.gas.max_gas_limit,
+            )
 
     # ---- inputs ------------------------------------------------------------------------------------
     def min_profit(self, a: Adapter, market: str) -> int:
@@ -310,6 +369,13 @@ class Executor:
         if head.base_fee is None:
             legacy_price = int(await self.rpc.request("eth_gasPrice"), 16)
         return self.fees.quote(head.base_fee, head.gas_used, head.gas_limit, legacy_price)
+
+    async def l1_costs(self, txs: list[Plan], head: Block | None) -> list[L1Cost | Exception] | None:
+        """The L1 part of each transaction's cost at `head` (one batched read, cached for the head; None:
+        the latest block, uncached); None on a chain without an L1 fee."""
+        if self.l2 is None:
+            return None
+        return list(await self.l2.costs([(p.to, p.data, p.value) for p in txs], head))
 
     async def simulate(self, plans: list[Plan]) -> list[int | Exception]:
         """eth_estimateGas from the keeper for what each plan sends now (its prerequisite when it has
@@ -354,12 +420,25 @@ class Executor:
             return [
                 Decision(p, p.prerequisite or p, False, reason, self.min_profit(a, p.key.market), detail=detail) for p in plans
             ]
-        sims = await self.simulate(plans)
+        firsts = [p.prerequisite or p for p in plans]
+        behind = [p for p in plans if p.prerequisite is not None]
+        sims, l1s = await asyncio.gather(self.simulate(plans), self.l1_costs(firsts + behind, head))
         allow = self.cfg.profit.allow_unprofitable
-        return [
-            decide_plan(p, s, fees, price, self.min_profit(a, p.key.market), allow, self.fees, rival_tip=self.rival_tip(p.key))
-            for p, s in zip(plans, sims, strict=True)
-        ]
+        out: list[Decision] = []
+        behind_l1 = iter(l1s[len(firsts) :] if l1s is not None else [])
+        for i, (p, s) in enumerate(zip(plans, sims, strict=True)):
+            mp = self.min_profit(a, p.key.market)
+            own: L1Cost | Exception | None = l1s[i] if l1s is not None else None
+            # a plan behind an approval sent now: its own L1 part is paid later, priced in now
+            extra: L1Cost | Exception = next(behind_l1) if l1s is not None and p.prerequisite is not None else NO_L1
+            if isinstance(own, Exception) or isinstance(extra, Exception):
+                err = own if isinstance(own, Exception) else extra
+                out.append(Decision(p, p.prerequisite or p, False, L1_FEE_UNAVAILABLE, mp, native_price=price, detail=str(err)))
+                continue
+            out.append(
+                decide_plan(p, s, fees, price, mp, allow, self.fees, rival_tip=self.rival_tip(p.key), l1=own, extra_l1=extra)
+            )
+        return out
 
     # ---- rivals in the mempool ------------------------------------------------------------------------------
     def rival_tip(self, key: PositionKey) -> int | None:
@@ -572,11 +651,15 @@ class Executor:
             try:
                 gas = await self.rpc.estimate_gas(p.to, p.data, sender=self.keeper_address, value=p.value)
                 fees = await self.fee_quote(head)
-            except (RpcError, FeeCapExceeded) as exc:
+                l1s = await self.l1_costs([p], head)
+                l1 = l1s[0] if l1s is not None else NO_L1
+                if isinstance(l1, Exception):
+                    raise L1FeeUnavailable(str(l1))
+            except (RpcError, FeeCapExceeded, L1FeeUnavailable) as exc:
                 self.cooldown[p.key] = head.number + self.cfg.tx.failure_cooldown_blocks
                 self.log.info("setup_skipped", protocol=a.name, kind=p.kind, step=p.step, error=str(exc))
                 continue
-            gas_limit = self.fees.gas_limit(gas)
+            gas_limit = self.fees.gas_limit(gas + l1.gas)  # Arbitrum: its L1 gas is gas of this transaction
             if not self.fees.fits(gas_limit):
                 continue
             try:
@@ -623,14 +706,16 @@ class Executor:
         own; what fails or does not pay is dropped and the kept sequence simulated again with the exact gas
         limits it will carry, until it passes unchanged. Returns (verified sends in order, dropped
         liquidations with why). Raises SimulationUnsupported."""
-        price, price_error = await self.price_or_error(a)
+        members = self._members(a, plans)
+        # the L1 part of every member's cost (an L2) is read alongside the native price: no added round trip
+        (price, price_error), l1s = await asyncio.gather(self.price_or_error(a), self.l1_costs([m.plan for m in members], head))
+        l1_of = {id(m): c for m, c in zip(members, l1s, strict=True)} if l1s is not None else None
         fees: FeeQuote | None = None
         fee_error = ""
         try:
             fees = await self.fee_quote(head)
         except FeeCapExceeded as exc:
             fee_error = str(exc)
-        members = self._members(a, plans)
         if price is None or fees is None:
             reason, detail = (NO_NATIVE_PRICE, price_error) if price is None else (FEE_CAP, fee_error)
             return [], [
@@ -666,7 +751,7 @@ class Executor:
             for m, r in zip(members, apart or [], strict=False):
                 if r.ok:
                     apart_gas[id(m)] = r.gas_used
-            decisions = self._decide_members(a, members, results, fees, price, apart_gas)
+            decisions = self._decide_members(a, members, results, fees, price, apart_gas, l1_of)
             # Trim to the limits: per market in flight, per block for the key (approvals count as sends).
             budget = self.sends_left(head)
             per_market = Counter(in_flight)
@@ -715,27 +800,36 @@ class Executor:
         fees: FeeQuote,
         price: int,
         apart_gas: dict[int, int],
+        l1_of: dict[int, L1Cost | Exception] | None = None,
     ) -> list[Decision | None]:
         """One decision per member; None for a repeat that reverted (nothing left to take). A liquidation
         is priced at the reward its simulated events show, and the first one after an approval that is
-        sent carries the approval's gas; an approval is sent when a plan behind it is."""
+        sent carries the approval's gas (and L1 part); an approval is sent when a plan behind it is.
+        `l1_of`: member id → the L1 part of its cost on an L2 (None: the chain has no L1 fee)."""
         allow = self.cfg.profit.allow_unprofitable
         out: list[Decision | None] = [None] * len(members)
         approval_gas: dict[str, int] = {}
+        approval_l1: dict[str, L1Cost] = {}
         approval_at: dict[str, int] = {}
         failed_steps: set[str] = set()
         attributed: set[str] = set()  # approvals whose gas a sent plan already carries
         for i, (m, r) in enumerate(zip(members, results, strict=True)):
             mp = self.min_profit(a, m.plan.key.market)
+            l1 = None if l1_of is None else l1_of.get(id(m), NO_L1)
             if m.step:
                 approval_at[m.step] = i
-                if r.ok:
+                if r.ok and not isinstance(l1, Exception):
                     approval_gas[m.step] = max(r.gas_used, apart_gas.get(id(m), 0))
+                    approval_l1[m.step] = l1 or NO_L1
                 else:
                     failed_steps.add(m.step)
                 continue
             if m.needs in failed_steps:
                 out[i] = Decision(m.plan, m.plan, False, "prerequisite_failed", mp)
+                continue
+            if isinstance(l1, Exception):
+                if not m.repeat:
+                    out[i] = Decision(m.plan, m.plan, False, L1_FEE_UNAVAILABLE, mp, native_price=price, detail=str(l1))
                 continue
             if not r.ok:
                 if m.repeat:
@@ -746,10 +840,14 @@ class Executor:
             plan = dataclasses.replace(m.plan, expected_reward=outcome.reward, kind=outcome.kind)
             if m.repeat and outcome.reward <= 0:
                 continue
-            extra = approval_gas.get(m.needs, 0) if m.needs and m.needs not in attributed else 0
+            carries = bool(m.needs) and m.needs not in attributed
+            extra = approval_gas.get(m.needs, 0) if carries else 0
+            extra_l1 = approval_l1.get(m.needs, NO_L1) if carries else NO_L1
             gas = max(r.gas_used, apart_gas.get(id(m), 0))
             rival = self.rival_tip(m.plan.key) if not m.repeat else None
-            d = decide_plan(plan, gas, fees, price, mp, allow, self.fees, extra_gas=extra, rival_tip=rival)
+            d = decide_plan(
+                plan, gas, fees, price, mp, allow, self.fees, extra_gas=extra, rival_tip=rival, l1=l1, extra_l1=extra_l1
+            )
             out[i] = d
             if d.send and extra:
                 attributed.add(m.needs)
@@ -757,6 +855,8 @@ class Executor:
                 ap = members[j].plan
                 out[i] = d = dataclasses.replace(d, after=ap)
                 gas = approval_gas[m.needs]
+                ap_l1 = approval_l1.get(m.needs, NO_L1)
+                fee = d.fees.expected_fee_per_gas if d.fees else 0
                 out[j] = Decision(
                     plan=plan,
                     send_plan=ap,
@@ -765,12 +865,15 @@ class Executor:
                     min_profit=mp,
                     gas=gas,
                     total_gas=gas,
-                    gas_limit=self.fees.gas_limit(gas),
+                    gas_limit=self.fees.gas_limit(gas + ap_l1.gas),
                     fees=d.fees,
                     native_price=price,
-                    cost=gas_cost_in_quote(gas, d.fees.expected_fee_per_gas if d.fees else 0, price),
+                    cost=cost_in_quote(gas + ap_l1.gas, fee, price, ap_l1.fee_wei),
                     profit=d.profit,
                     break_even_fee=d.break_even_fee,
+                    l1_fee_wei=None if l1 is None else ap_l1.wei_at(fee),
+                    l1_gas=ap_l1.gas,
+                    l1_cost=None if l1 is None else ceil_div(ap_l1.wei_at(fee) * price, WAD),
                 )
         for step, j in approval_at.items():  # an approval no sent plan needs: not sent
             if out[j] is None:
@@ -853,8 +956,17 @@ class Executor:
         price = await self.price(a) if a is not None else None
         min_profit = self.min_profit(a, p.key.market) if a is not None else int(self.cfg.profit.min_profit * WAD)
         extra = (a.typical_gas if a is not None else 0) if p.plan.kind == "approval" else 0
+        l1s = await self.l1_costs([p.plan], None)
         verdict = review_replacement(
-            p.plan.expected_reward, extra, gas, bumped, price, min_profit, self.cfg.profit.allow_unprofitable, self.fees
+            p.plan.expected_reward,
+            extra,
+            gas,
+            bumped,
+            price,
+            min_profit,
+            self.cfg.profit.allow_unprofitable,
+            self.fees,
+            l1=l1s[0] if l1s is not None else NO_L1,
         )
         self.log.info(
             "tx_reviewed",
@@ -873,9 +985,10 @@ class Executor:
         p = f.pending
         a = self.adapters.get(p.key.protocol)
         label = a.market_label(p.key.market) if a else p.key.market
+        receipt_l1 = int(f.receipt.get("l1Fee") or "0x0", 16) if f.receipt is not None else 0  # OP-stack receipts
         if f.receipt is not None:
             gas_cost = int(f.receipt["gasUsed"], 16) * int(f.receipt.get("effectiveGasPrice", "0x0"), 16)
-            self.metrics.gas_spent.inc(gas_cost)
+            self.metrics.gas_spent.inc(gas_cost + receipt_l1)
         if p.plan.kind == "approval" or f.status in ("cancelled", "dropped"):
             self.log.info("tx_settled", account=p.key.account, market=label, kind=p.plan.kind, status=f.status, tx=f.tx_hash)
             if f.status in ("cancelled", "dropped"):
@@ -888,7 +1001,9 @@ class Executor:
             assert f.receipt is not None
             out = a.outcome(p.plan, f.receipt)
             price = await self.price(a)
-            cost_quote = gas_cost_in_quote(out.gas_used, out.gas_cost_wei // max(out.gas_used, 1), price) if price else None
+            cost_quote = (
+                cost_in_quote(out.gas_used, out.gas_cost_wei // max(out.gas_used, 1), price, receipt_l1) if price else None
+            )
             if self.store is not None:
                 self.store.annotate_tx(p.tx_id, reward=out.reward, kind=out.kind)
             self.metrics.liquidations.labels(a.name, "landed").inc()
@@ -906,6 +1021,7 @@ class Executor:
                 gas_cost_wei=out.gas_cost_wei,
                 gas_cost_quote=cost_quote,
                 profit=None if cost_quote is None else out.reward - cost_quote,
+                **({"l1_fee_wei": receipt_l1} if receipt_l1 else {}),
                 **out.fields,
             )
             return

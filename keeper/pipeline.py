@@ -206,6 +206,7 @@ def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> 
         "value_symbol": a.value_symbol,
         **e.fields,
     }
+    row["risk_usage"] = a.risk_usage(e)  # 1e18 = 100 % = the liquidation threshold; None where the adapter has none
     if e.candidate and d is None:
         row["reason"] = row["reason"] or "dropped by the on-chain confirmation"
     if d is None:
@@ -216,6 +217,10 @@ def scan_row(a: Adapter, e: Evaluation, d: Decision | None, min_profit: int) -> 
     row["gas"] = d.total_gas
     if d.cost is not None:
         row["est_cost"], row["est_profit"] = d.cost, d.profit
+    if d.l1_fee_wei:  # an L2's L1 data fee, inside est_cost (keeper/l2.py)
+        row["l1_fee"], row["l1_fee_wei"] = d.l1_cost, d.l1_fee_wei
+        if d.l1_gas:
+            row["l1_gas"] = d.l1_gas
     if not d.send:
         row["status"] = {"unprofitable": str(Status.UNPROFITABLE)}.get(d.reason, d.reason.replace("_", "-"))
         row["reason"] = d.detail or d.reason

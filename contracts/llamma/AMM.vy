@@ -630,6 +630,30 @@ def get_sum_xy(user: address) -> uint256[2]:
     return [x // BORROWED_PRECISION, y // COLLATERAL_PRECISION]
 
 
+@external
+@view
+@nonreentrant
+def get_xy(user: address) -> DynArray[uint256, MAX_TICKS][2]:
+    """
+    @return [borrowed by band, collateral by band] the user owns in bands n1 .. n2, native units:
+            per band (balance + 1) * share // (total_shares + DEAD_SHARES) // precision
+    """
+    xs: DynArray[uint256, MAX_TICKS] = []
+    ys: DynArray[uint256, MAX_TICKS] = []
+    if self.user_shares[user][0] == 0:
+        return [xs, ys]
+    ns: int256[2] = self.user_bands[user]
+    for i: uint256 in range(MAX_TICKS):
+        n: int256 = ns[0] + convert(i, int256)
+        if n > ns[1]:
+            break
+        share: uint256 = self.user_shares[user][i]
+        s: uint256 = self.total_shares[n] + DEAD_SHARES
+        xs.append((self.bands_x[n] + 1) * share // s // BORROWED_PRECISION)
+        ys.append((self.bands_y[n] + 1) * share // s // COLLATERAL_PRECISION)
+    return [xs, ys]
+
+
 # ---------------------------------------------------------------------------------------------
 # Trading
 # ---------------------------------------------------------------------------------------------

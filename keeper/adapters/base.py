@@ -16,7 +16,19 @@ from typing import TYPE_CHECKING, ClassVar
 
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
 
-__all__ = ["USAGE_CAP", "Adapter", "Block", "Context", "Evaluation", "Outcome", "Plan", "PositionKey", "Status", "usage"]
+__all__ = [
+    "USAGE_CAP",
+    "Adapter",
+    "Block",
+    "Context",
+    "Evaluation",
+    "Liquidation",
+    "Outcome",
+    "Plan",
+    "PositionKey",
+    "Status",
+    "usage",
+]
 
 if TYPE_CHECKING:
     import structlog
@@ -50,6 +62,17 @@ def usage(required: int, available: int) -> int:
     if available <= 0:
         return USAGE_CAP
     return min(required * 10**18 // available, USAGE_CAP)
+
+
+@dataclass(frozen=True)
+class Liquidation:
+    """One liquidation event (anyone's) as the protocol recorded it (`keeper backtest`)."""
+
+    key: PositionKey
+    liquidator: str  # checksum address the event names
+    reward: int  # value token 1e18: what the liquidator received (net of tokens paid), as `outcome` reads it
+    kind: str  # "partial" | "full"
+    log_index: int
 
 
 class Adapter(ABC):
@@ -157,6 +180,18 @@ class Adapter(ABC):
         """The position a liquidation call (anyone's: a rival's pending transaction) targets, or None when
         `to`/`data` is not a liquidation of one of this adapter's markets."""
         return None
+
+    # ---- analytics (keeper backtest) ----------------------------------------------------------------
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]] | None:
+        """(contract addresses, topic0s) of this protocol's liquidation events, anyone's; None when the
+        adapter cannot attribute liquidations (the backtest then reports none for it)."""
+        return None
+
+    async def liquidations_in(self, logs: list[dict], block: int) -> list[Liquidation]:
+        """The liquidations one transaction's receipt logs (mined in `block`) record, in log order: who, which
+        position, the liquidator's reward in the value token (1e18) read from the event as `outcome` reads
+        our own (prices it needs are read at `block`)."""
+        return []
 
     # ---- analytics (keeper whatif) ------------------------------------------------------------------
     def shock_symbols(self) -> dict[str, str]:

@@ -22,12 +22,13 @@ from eth_utils import to_checksum_address
 from pydantic import Field, model_validator
 
 from keeper.abi import Abi, abi, flat_decoder
-from keeper.adapters.base import Adapter, usage
+from keeper.adapters.base import Adapter, Liquidation, usage
 from keeper.config import Address, NonNegDec, ProtocolConfig, Ratio
 from keeper.indexer import EventIndexer
 from keeper.multicall import Call, CallFailed
 from keeper.probe import PROBE_SENDER, answers, probe, revert_reason
 from keeper.risk import llamma as lm
+from keeper.risk import llamma_bands as lb
 from keeper.routes import RouteConfig, RouteError, min_out_for, quote_curve
 from keeper.rpc import ExecutionReverted, RpcClient, RpcError
 from keeper.types import Block, Evaluation, Outcome, Plan, PositionKey, Status
@@ -50,6 +51,7 @@ LIQUIDATION_EV = LIQUIDATOR.event("Liquidation")
 # thin route a partial can earn more than the whole loan (all quoted in one batch per market).
 CALLBACK_FRACS = (WAD, WAD * 3 // 4, WAD // 2, WAD // 4)
 CALLBACK_GAS = 520_000  # typical gas of a liquidation through the contract with a 1–2 hop route
+MAX_BAND_SPAN = 4096  # most bands (min_band..max_band) read per market for the band/health solver
 
 USER_STATE = M2.event("UserState")
 LIQUIDATE_EV = M2.event("Liquidate")
@@ -251,6 +253,15 @@ class ScanExtra:
     xy: tuple[int, int] | None = None
 
 
+@dataclass(frozen=True)
+class LoanRisk:
+    """What the band/health solver (keeper/risk/llamma_bands.py) needs of one loan, read at one block."""
+
+    user: lb.UserBands
+    debt: int  # debt(user), 1e18
+    discount: int  # liquidation_discounts(user), 1e18
+
+
 @dataclass
 class Inventory:
     balance: int = 0
@@ -291,6 +302,13 @@ class LlammaAdapter(Adapter):
         self.inventory: dict[str, Inventory] = {}  # stablecoin → keeper balance/allowances
         self._inventory_stale = False  # re-read allowances at the next idle block (after a set-up approval)
         self.scan_extra: dict[tuple[str, str], ScanExtra] = {}
+        # scan only (prepare_scan): each market's band state and each loan's bands/debt at the scan's head,
+        # for the soft-liquidation range and the liquidation price (computed once per loan per scan)
+        self.scan_bands: dict[str, lb.BandState] = {}
+        self.scan_risk: dict[tuple[str, str], LoanRisk] = {}
+        self._risk_fields_cache: dict[tuple[str, str], dict[str, int | None]] = {}
+        # what-if: the band state read at one head, reused by every shock evaluated at that head
+        self._shock_reads: tuple[str, dict[str, lb.BandState], dict[tuple[str, str], LoanRisk]] | None = None
         self.events = EventIndexer(
             ctx.rpc,
             ctx.store,
@@ -486,6 +504,9 @@ class LlammaAdapter(Adapter):
             ("X", "x", "amount"),
             ("Y", "y_18", "amount"),
             ("TO PAY", "pay", "amount"),
+            ("SOFT FROM", "soft_liq_from", "amount"),
+            ("SOFT TO", "soft_liq_to", "amount"),
+            ("LIQ PRICE", "liq_price", "amount"),
         ] + (
             [("ROUTE", "route", "str"), ("PROCEEDS", "quoted_proceeds", "amount"), ("ROUTE PROFIT", "route_profit", "amount")]
             if self.cfg.mode in ("callback", "auto")
@@ -496,6 +517,9 @@ class LlammaAdapter(Adapter):
         """`y` and `receive_y` stay integers in the collateral's own base units (its decimals vary)."""
         return {
             "receive_x": "amount",
+            "notional": "amount",
+            "price_oracle": "amount",
+            "shock": "ratio",
             "health": "ratio",
             "frac": "ratio",
             "quoted_proceeds": "amount",
@@ -674,12 +698,13 @@ class LlammaAdapter(Adapter):
         return budget
 
     def evaluate(self, head: Block, *, full: bool = False) -> list[Evaluation]:
-        return self._evaluate(self.scan_extra if full else None)
+        return self._evaluate(self.scan_extra if full else None, risk=full)
 
     def _evaluate(
-        self, extras: dict[tuple[str, str], ScanExtra] | None, only: set[tuple[str, str]] | None = None
+        self, extras: dict[tuple[str, str], ScanExtra] | None, only: set[tuple[str, str]] | None = None, *, risk: bool = False
     ) -> list[Evaluation]:
-        """Every loan (or just `only`), with the on-chain `extras` (health, band contents) where given."""
+        """Every loan (or just `only`), with the on-chain `extras` (health, band contents) where given and,
+        with `risk` (scan), the soft-liquidation band range and the liquidation price."""
         out: list[Evaluation] = []
         min_frac = to_units(self.cfg.min_frac, 18)
         keys = set(self.loans) | set(self.liquidatable)
@@ -696,6 +721,8 @@ class LlammaAdapter(Adapter):
                 fields.update(
                     n1=loan.n1, n2=loan.n2, soft=lm.in_soft_liquidation(loan.n1, m.active_band), active_band=m.active_band
                 )
+            if risk:
+                fields.update(self._risk_fields((c, u)))
             extra = extras.get((c, u)) if extras is not None else None
             if extra is not None:
                 fields.update(health_full=extra.health_full, health=extra.health, pay=extra.pay)
@@ -755,8 +782,114 @@ class LlammaAdapter(Adapter):
         )
 
     async def prepare_scan(self, head: Block) -> None:
-        """health (both), tokens_to_liquidate (from the keeper) and band contents of every loan."""
+        """health (both), tokens_to_liquidate (from the keeper) and band contents of every loan; the band
+        state of every market and every loan's bands, shares and debt (for the liquidation price)."""
         self.scan_extra = await self._read_extra(list(self.loans), head)
+        self._risk_fields_cache = {}
+        try:
+            self.scan_bands, self.scan_risk = await self._read_risk(list(self.mkts), sorted(self.loans), head)
+        except RpcError as exc:
+            self.log.warning("band_state_read_failed", error=str(exc))
+            self.scan_bands, self.scan_risk = {}, {}
+
+    def _risk_fields(self, key: tuple[str, str]) -> dict[str, int | None]:
+        """soft_liq_from / soft_liq_to (the loan's top band's upper price, its last band's lower price) and
+        liq_price (the oracle price at which health(user, True), after arbitrage to it, crosses 0), 1e18
+        stablecoin per collateral; None where the band state could not be read or there is no crossing."""
+        cached = self._risk_fields_cache.get(key)
+        if cached is not None:
+            return cached
+        st, r = self.scan_bands.get(key[0]), self.scan_risk.get(key)
+        out: dict[str, int | None] = {"soft_liq_from": None, "soft_liq_to": None, "liq_price": None}
+        if st is not None and r is not None:
+            out["soft_liq_from"], out["soft_liq_to"] = lb.soft_liquidation_range(st, r.user.n1, r.user.n2)
+            try:
+                out["liq_price"] = lb.liquidation_price(st, r.user, r.debt, r.discount, st.price_oracle)
+            except (lb.BandMathError, ZeroDivisionError) as exc:
+                self.log.warning("liquidation_price_failed", market=self.market_label(key[0]), account=key[1], error=str(exc))
+        self._risk_fields_cache[key] = out
+        return out
+
+    async def _read_risk(
+        self, controllers: list[str], keys: list[tuple[str, str]], head: Block
+    ) -> tuple[dict[str, lb.BandState], dict[tuple[str, str], LoanRisk]]:
+        """At `head`, batched in two rounds: each market's AMM parameters (A, fee, p_oracle_up(0), active /
+        min / max band, oracle price, the stablecoin's decimals) and each loan's bands, get_xy, debt and
+        liquidation discount; then every band's x and y between min_band and max_band (at most
+        MAX_BAND_SPAN around the active band). A market or loan whose reads fail is left out."""
+        mk = [self.mkts[c] for c in controllers if c in self.mkts]
+        per_market = ("A", "fee", "p_oracle_up", "active_band", "min_band", "max_band", "price_oracle")
+        calls: list[Call] = []
+        for m in mk:
+            for name in per_market:
+                fn = AMM.fn(name)
+                calls.append(Call(m.amm, fn.encode(0) if name == "p_oracle_up" else fn.encode(), flat_decoder(fn)))
+            calls.append(Call(m.stablecoin, ERC20.fn("decimals").encode(), flat_decoder(ERC20.fn("decimals"))))
+        ticks = AMM.fn("read_user_tick_numbers")
+        for c, u in keys:
+            m = self.mkts[c]
+            calls += [
+                Call(m.amm, ticks.encode(u), flat_decoder(ticks)),
+                Call(c, m.abi.fn("debt").encode(u), flat_decoder(m.abi.fn("debt"))),
+                Call(c, m.abi.fn("liquidation_discounts").encode(u), flat_decoder(m.abi.fn("liquidation_discounts"))),
+            ]
+        res = await self.ctx.calls.run(calls, head.number)
+        # get_xy answers up to 2 × 50 words: plain eth_calls (batched), not through an aggregator
+        get_xy = AMM.fn("get_xy")
+        xys = await self.ctx.rpc.batch(
+            [("eth_call", [{"to": self.mkts[c].amm, "data": "0x" + get_xy.encode(u).hex()}, hex(head.number)]) for c, u in keys]
+        )
+        k = len(per_market) + 1
+        states: dict[str, lb.BandState] = {}
+        spans: list[tuple[lb.BandState, str, int, int]] = []
+        for i, m in enumerate(mk):
+            r = res[k * i : k * i + k]
+            if any(isinstance(v, CallFailed) for v in r[:-1]):
+                self.log.warning("band_state_read_failed", market=m.label)
+                continue
+            a, fee, base, active, lo, hi, p_o = (v[0] for v in r[:-1])
+            dec = 18 if isinstance(r[-1], CallFailed) else r[-1][0]
+            st = lb.BandState(a, fee, base, active, lo, hi, {}, 10 ** (18 - dec), m.collateral_precision, p_o)
+            if hi - lo + 1 > MAX_BAND_SPAN:
+                self.log.warning("band_span_clipped", market=m.label, min_band=lo, max_band=hi, read=MAX_BAND_SPAN)
+                lo = max(lo, active - MAX_BAND_SPAN // 2)
+                hi = min(hi, lo + MAX_BAND_SPAN - 1)
+            states[m.controller] = st
+            spans.append((st, m.amm, lo, hi))
+        band_calls: list[Call] = []
+        bx, by = AMM.fn("bands_x"), AMM.fn("bands_y")
+        for _st, amm, lo, hi in spans:
+            for n in range(lo, hi + 1):
+                band_calls += [Call(amm, bx.encode(n), flat_decoder(bx)), Call(amm, by.encode(n), flat_decoder(by))]
+        bres = await self.ctx.calls.run(band_calls, head.number)
+        j = 0
+        for st, amm, lo, hi in spans:
+            size = 2 * (hi - lo + 1)
+            part = bres[j : j + size]
+            j += size
+            if any(isinstance(v, CallFailed) for v in part):
+                self.log.warning("band_state_read_failed", amm=amm)
+                states = {c: s for c, s in states.items() if s is not st}
+                continue
+            for n, (x, y) in zip(range(lo, hi + 1), zip(part[0::2], part[1::2], strict=True), strict=True):
+                if x[0] or y[0]:
+                    st.bands[n] = (x[0], y[0])
+        risk: dict[tuple[str, str], LoanRisk] = {}
+        off = k * len(mk)
+        for i, (c, u) in enumerate(keys):
+            t, debt, disc = res[off + 3 * i : off + 3 * i + 3]
+            xy = xys[i]
+            st_or_none = states.get(c)
+            if st_or_none is None or isinstance(xy, RpcError) or any(isinstance(v, CallFailed) for v in (t, debt, disc)):
+                continue
+            if debt[0] == 0:
+                continue
+            xs, ys = get_xy.decode(bytes.fromhex(xy[2:]))[0]
+            if not xs:
+                continue  # no liquidity in the bands
+            user = lb.UserBands.from_xy(t[0], t[1], list(xs), list(ys), st_or_none)
+            risk[(c, u)] = LoanRisk(user, debt[0], disc[0])
+        return states, risk
 
     async def _read_extra(
         self, keys: list[tuple[str, str]], head: Block, *, pays: bool = True
@@ -790,6 +923,92 @@ class LlammaAdapter(Adapter):
         if not wanted:
             return []
         return self._evaluate(await self._read_extra(wanted, head, pays=False), set(wanted))
+
+    async def evaluate_shocked(self, head: Block, factors: dict[str, int]) -> list[Evaluation]:
+        """What-if (keeper/risk/llamma_bands.py): each market's oracle price × factors[market] (1e18; markets
+        not in `factors` stay as they are at head), its AMM arbitraged to that price as llamma_env.arbitrage
+        does (get_amount_for_price + exchange, the AMM's own integer maths, repeated while it trades), then
+        every loan's health(user, True) on the resulting bands. Liquidatable (health < 0) loans get the
+        status and est_reward `evaluate` gives them (full, or a partial/unaffordable by the keeper's
+        stablecoin budget at `head`; an unaffordable one, not a candidate, carries the reward of a full
+        liquidation), valued as in inventory mode: collateral at the shocked oracle less the haircut + stablecoin − debt repaid. In
+        callback mode too: a route's quote cannot be shocked (fields["valuation"] says so).
+        fields["notional"] = debt (1e18). Reads at `head` only: band state, each loan's bands, get_xy, debt
+        and discount, the keeper's balance."""
+        keys = sorted(k for k in self.loans if k[0] in self.mkts)
+        if self._shock_reads is None or self._shock_reads[0] != head.hash:  # one read per head (what-if steps)
+            states, risk = await self._read_risk(list(self.mkts), keys, head)
+            self._read_inventory(await self.ctx.calls.run(self._inventory_calls(), head.number))
+            self._shock_reads = (head.hash, states, risk)
+        _hash, states, risk = self._shock_reads
+        haircut = to_units(self.cfg.collateral_haircut, 18)
+        min_frac = to_units(self.cfg.min_frac, 18)
+        shocked: dict[str, tuple[int, int, lb.BandState]] = {}
+        for c, st in states.items():
+            if c not in factors:  # not shocked: the bands as they are at head
+                shocked[c] = (WAD, st.price_oracle, st)
+                continue
+            p = st.price_oracle * factors[c] // WAD
+            shocked[c] = (factors[c], p, st.arbitraged(p))
+        out: list[Evaluation] = []
+        for c, u in keys:
+            m = self.mkts[c]
+            r = risk.get((c, u))
+            if r is None or c not in shocked:
+                self.log.warning("whatif_loan_skipped", market=m.label, account=u, reason="band state not read")
+                continue
+            factor, p, st = shocked[c]
+            h = lb.health_full(st, r.user, r.debt, r.discount, p)
+            x, y = lb.user_xy(st, r.user)
+            soft = lm.in_soft_liquidation(r.user.n1, st.active_band)
+            key = PositionKey(self.name, c, u)
+            fields: dict[str, Any] = {
+                "market": m.label,
+                "notional": r.debt,
+                "debt": r.debt,
+                "shock": factor,
+                "price_oracle": p,
+                "health_full": h,
+                "n1": r.user.n1,
+                "n2": r.user.n2,
+                "active_band": st.active_band,
+                "soft": soft,
+                "x": x,
+                "y": y,
+                "y_18": y * m.collateral_precision,
+                "converted": lm.converted_share(x, y, p, m.collateral_precision),
+            }
+            if h >= 0:
+                out.append(Evaluation(key, Status.SOFT if soft else Status.HEALTHY, False, None, fields))
+                continue
+            pay = lm.tokens_to_pay(r.debt, x, WAD, r.discount, ceil=m.ceil_frac)
+            need = pay + pay // 100
+            budget = self._budget(m)
+            fields.update(
+                pay=pay, valuation="callback: route not shocked, oracle less haircut" if self._callback(m) else "inventory"
+            )
+            affordable = lm.affordable_frac(need, budget, min_frac)
+            frac = WAD if affordable is None else affordable
+            po = lm.payout(
+                debt=r.debt,
+                x=x,
+                y=y,
+                frac=frac,
+                health_limit=r.discount,
+                price_oracle=p,
+                haircut=haircut,
+                collateral_precision=m.collateral_precision,
+                ceil=m.ceil_frac,
+            )
+            fields.update(
+                frac=frac, kind="full" if frac == WAD else "frac", receive_y=po.y_withdrawn, receive_x=po.receive_stable
+            )
+            if affordable is None:  # the reward a full liquidation would pay, which the keeper cannot fund now
+                reason = f"needs {need} stablecoin, budget {budget}"
+                out.append(Evaluation(key, Status.UNAFFORDABLE, False, po.value, fields, reason=reason))
+                continue
+            out.append(Evaluation(key, Status.FULL if frac == WAD else Status.PARTIAL, True, po.value, fields))
+        return out
 
     def position_for_call(self, to: str, data: bytes) -> PositionKey | None:
         """Any form of `liquidate` / `liquidate_extended` on one of our controllers (the user is the first
@@ -1107,6 +1326,41 @@ class LlammaAdapter(Adapter):
         except RpcError as exc:
             return "reverted", getattr(exc, "reason", "") or exc.message
         return "reverted", "reverted (passes now)"
+
+    def liquidation_log_filter(self) -> tuple[list[str], list[str]] | None:
+        return [m.controller for m in self.mkts.values()], [LIQUIDATE_EV.topic0]
+
+    async def liquidations_in(self, logs: list[dict], block: int) -> list[Liquidation]:
+        """Controllers' `Liquidate`: the collateral received valued at the AMM's oracle price at `block` less
+        the sale haircut, + stablecoin received − debt repaid (as `outcome` reads ours); one made through the
+        keeper's liquidator contract (callback mode) is the keeper's, at its Liquidation event's profit."""
+        out: list[Liquidation] = []
+        profits = [
+            LIQUIDATION_EV.decode(lg)["profit"]
+            for lg in logs
+            if self.cfg.liquidator is not None
+            and lg["address"].lower() == self.cfg.liquidator.lower()
+            and lg["topics"]
+            and lg["topics"][0] == LIQUIDATION_EV.topic0
+        ]
+        for lg in logs:
+            m = self.mkts.get(to_checksum_address(lg["address"]))
+            if m is None or not lg["topics"] or lg["topics"][0] != LIQUIDATE_EV.topic0:
+                continue
+            ev = LIQUIDATE_EV.decode(lg)
+            who = ev["liquidator"]
+            if self.cfg.liquidator is not None and who == self.cfg.liquidator and profits:
+                who, reward = self.ctx.keeper, profits.pop(0)
+            else:
+                price = AMM.fn("price_oracle").decode_one(
+                    await self.ctx.rpc.eth_call(m.amm, AMM.fn("price_oracle").encode(), block=block)
+                )
+                haircut = to_units(self.cfg.collateral_haircut, 18)
+                value = lm.collateral_value(ev["collateral_received"], price, haircut, m.collateral_precision)
+                reward = value + ev["stablecoin_received"] - ev["debt"]
+            key = PositionKey(self.name, m.controller, ev["user"])
+            out.append(Liquidation(key, who, reward, "full", int(lg["logIndex"], 16)))
+        return out
 
     async def rewind(self, block_number: int) -> None:
         self.events.rewind(block_number)

@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "keeper.commands.fork",
     "keeper.commands.watch",
     "keeper.commands.liquidator",
+    "keeper.commands.whatif",
+    "keeper.commands.backtest",
 )
 
 

@@ -19,6 +19,13 @@ def gas_cost_in_quote(gas: int, fee_per_gas_wei: int, native_price: int) -> int:
     return ceil_div(gas * fee_per_gas_wei * native_price, WAD)
 
 
+def cost_in_quote(gas: int, fee_per_gas_wei: int, native_price: int, l1_fee_wei: int = 0) -> int:
+    """A transaction's whole cost in quote-token 1e18 units, rounded up once: (gas × fee per gas + the
+    fixed L1 data fee in wei, keeper/l2.py) × native_price / 1e18. With l1_fee_wei = 0 it is
+    gas_cost_in_quote. On Arbitrum the L1 part is gas (in `gas`), not a fixed fee."""
+    return ceil_div((gas * fee_per_gas_wei + l1_fee_wei) * native_price, WAD)
+
+
 @dataclass(frozen=True)
 class ProfitDecision:
     send: bool

@@ -74,6 +74,7 @@ AMM = {
     "exchange_dy(uint256,uint256,uint256,uint256)": "a3e346ec",
     "exchange_dy(uint256,uint256,uint256,uint256,address)": "3c10269a",
     "get_sum_xy(address)": "544fb5c1",
+    "get_xy(address)": "84738380",  # per band (real AMM: DynArray[uint256, MAX_TICKS_UINT][2])
     "read_user_tick_numbers(address)": "b461100d",
     "get_x_down(address)": "62ca4b18",
     "get_y_up(address)": "ee4c32ee",
