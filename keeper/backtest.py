@@ -39,6 +39,7 @@ from typing import Any, TextIO
 from keeper.config import KeeperConfig
 from keeper.execution import UNPROFITABLE, decide_plan
 from keeper.gas import FeeCapExceeded, FeePolicy
+from keeper.l2 import L1Cost
 from keeper.types import Block, Plan, PositionKey
 from keeper.units import to_units
 
@@ -59,6 +60,8 @@ class Sighting:
     min_profit: int  # value token 1e18: the configured threshold for its market
     price: int | None  # native token price in the value token (1e18)
     reason: str = ""  # the decision's skip reason under the config ("" = it would send)
+    l1_fee_wei: int = 0  # on an L2 (chain.l2): the fixed L1 data fee of the liquidation at that block, wei
+    l1_gas: int = 0  # Arbitrum: L1 gas units charged as L2 gas (priced at each setting's fee per gas)
 
 
 @dataclass
@@ -281,7 +284,10 @@ async def replay_block(keeper: Any, head: Block, previous: set[str], liquidated_
             continue
         decisions = {d.plan.key: d for d in await keeper.executor.decide(a, plans, head)}
         price = await keeper.executor.price(a)
-        for p in plans:
+        # The L1 part of each liquidation's cost at this block (OP: fee in wei; Arbitrum: L1 gas), read once
+        # and recorded raw so every sweep setting prices it at its own fee per gas; cached per head.
+        l1s = await keeper.executor.l1_costs(plans, head)
+        for i, p in enumerate(plans):
             d = decisions.get(p.key)
             reward = d.plan.expected_reward if d is not None else p.expected_reward
             kind = d.plan.kind if d is not None else p.kind
@@ -289,7 +295,13 @@ async def replay_block(keeper: Any, head: Block, previous: set[str], liquidated_
             reason = ("" if d.send else d.reason) if d is not None else "not_decided"
             min_profit = d.min_profit if d is not None else keeper.executor.min_profit(a, p.key.market)
             rec.liquidatable.append(str(p.key))
-            rec.new[str(p.key)] = Sighting(kind, reward, gas, min_profit, price, reason)
+            l1 = l1s[i] if l1s is not None else None
+            if isinstance(l1, Exception):
+                reason, gas = reason or "l1_fee_unavailable", None
+                l1 = None
+            rec.new[str(p.key)] = Sighting(
+                kind, reward, gas, min_profit, price, reason, l1.fee_wei if l1 else 0, l1.gas if l1 else 0
+            )
     return rec
 
 
@@ -360,6 +372,8 @@ class Opportunity:
     blocks_available: int = 0
     repeat: int = 0  # 0: the first liquidation of its episode; n: the n-th repeated partial in that block
     ended: str = ""  # "liquidated" | "recovered" (no longer liquidatable) | "open" (still at B)
+    l1_fee_wei: int = 0  # on an L2: the fixed L1 data fee at first_block (wei)
+    l1_gas: int = 0  # Arbitrum: L1 gas units in the gas limit
 
     @property
     def position(self) -> PositionKey:
@@ -436,7 +450,19 @@ def opportunities(records: dict[int, BlockRecord], events: list[Event], start: i
             if k in open_:
                 continue
             open_[k] = Opportunity(
-                k, b, s.kind, s.reward, s.gas, rec.base_fee, rec.gas_used, rec.gas_limit, s.price, s.min_profit, s.reason
+                k,
+                b,
+                s.kind,
+                s.reward,
+                s.gas,
+                rec.base_fee,
+                rec.gas_used,
+                rec.gas_limit,
+                s.price,
+                s.min_profit,
+                s.reason,
+                l1_fee_wei=s.l1_fee_wei,
+                l1_gas=s.l1_gas,
             )
     for o in open_.values():
         o.blocks_available, o.ended = end + 1 - (o.first_block or end + 1), "open"
@@ -479,7 +505,8 @@ def judge(o: Opportunity, cfg: KeeperConfig, policy: FeePolicy, setting: Setting
     min_profit = o.min_profit if setting.min_profit is None else to_units(setting.min_profit, 18)
     k = o.position
     plan = Plan(key=k, to=k.market, data=b"", kind=o.kind, expected_reward=o.reward)
-    d = decide_plan(plan, o.gas, fees, o.price, min_profit, cfg.profit.allow_unprofitable, policy)
+    l1 = L1Cost(o.l1_fee_wei, o.l1_gas) if (o.l1_fee_wei or o.l1_gas) else None
+    d = decide_plan(plan, o.gas, fees, o.price, min_profit, cfg.profit.allow_unprofitable, policy, l1=l1)
     if not d.send:
         return Verdict(False, d.reason, d.cost, d.profit)
     return Verdict(True, "", d.cost, d.profit)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -287,6 +288,9 @@ class Sender(Protocol):
     async def resend_now(
         self, p: PendingTx, head: Block, fees: FeeQuote, *, cancel: bool, gas_limit: int, reason: str
     ) -> bool: ...
+    async def cancel_gas(self) -> int: ...
+
+    cancel_gas_source: Callable[[], Awaitable[int]] | None
 
 
 class Executor:
@@ -341,6 +345,18 @@ class Executor:
                 max_fee=self.fees.cap_fee,
                 max_gas=cfg.gas.max_gas_limit,
             )
+        if sender is not None and self.l2 is not None and l2 is not None and l2.kind == "arbitrum":
+            sender.cancel_gas_source = self.cancel_gas_limit
+
+    async def cancel_gas_limit(self) -> int:
+        """Arbitrum: a cancellation (self-transfer, no data) needs 21,000 gas plus the L1 gas it is charged
+        as L2 gas; read now (uncached), doubled against the L1 price moving before it is mined (unused gas
+        is not paid for)."""
+        assert self.l2 is not None
+        (l1,) = await self.l2.costs([(self.keeper_address, b"", 0)], None)
+        if isinstance(l1, Exception):
+            raise l1
+        return CANCEL_GAS + 2 * l1.gas
 
     # ---- inputs ------------------------------------------------------------------------------------
     def min_profit(self, a: Adapter, market: str) -> int:
@@ -484,7 +500,9 @@ class Executor:
                     self.log.info("rival_outbid", **fields, tip=fees.max_priority_fee_per_gas, max_fee=fees.max_fee_per_gas)
                 continue
             bumped = self.fees.bump(p.fees, self.cfg.tx.fee_bump)
-            dropped = await self.sender.resend_now(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS, reason="outbid by a rival")
+            dropped = await self.sender.resend_now(
+                p, head, bumped, cancel=True, gas_limit=await self.sender.cancel_gas(), reason="outbid by a rival"
+            )
             self.log.info("rival_not_outbid", **fields, reason=verdict.reason, cancelled=dropped)
 
     # ---- the daemon's per-block execution -------------------------------------------------------------

@@ -241,6 +241,19 @@ class TxManager:
         # cancellation was accepted: the pipeline's head-to-broadcast latency reads it.
         self.last_route: Route = "private" if private_rpc is not None else "public"
         self.last_broadcast_at: float = 0.0
+        # Gas limit of a cancellation (a self-transfer with no data): 21,000, plus on Arbitrum the L1 gas
+        # such a transaction is charged as L2 gas, read when a cancellation is made (keeper/l2.py).
+        self.cancel_gas_source: Callable[[], Awaitable[int]] | None = None
+
+    async def cancel_gas(self) -> int:
+        """The gas limit of a cancellation now: CANCEL_GAS, or what `cancel_gas_source` says (never less)."""
+        if self.cancel_gas_source is None:
+            return CANCEL_GAS
+        try:
+            return max(CANCEL_GAS, await self.cancel_gas_source())
+        except Exception as exc:  # noqa: BLE001 - a cancellation is still tried with the plain limit
+            self.log.warning("cancel_gas_unavailable", error=f"{type(exc).__name__}: {exc}", gas_limit=CANCEL_GAS)
+            return CANCEL_GAS
 
     async def close(self) -> None:
         """Close the private endpoints' client if this manager built it (the public one is the caller's)."""
@@ -644,7 +657,7 @@ class TxManager:
             await self._reoffer(p)
             return
         if p.cancelling:  # the nonce must be freed: keep cancelling, no review
-            await self._resend(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS)
+            await self._resend(p, head, bumped, cancel=True, gas_limit=await self.cancel_gas())
             return
         try:
             verdict = await review(p, bumped)
@@ -660,7 +673,7 @@ class TxManager:
         if verdict.action == "replace" and verdict.gas_limit < CANCEL_GAS:
             verdict = Review("keep", reason=f"invalid gas limit {verdict.gas_limit}")
         if verdict.action == "cancel":
-            await self._resend(p, head, bumped, cancel=True, gas_limit=CANCEL_GAS, reason=verdict.reason)
+            await self._resend(p, head, bumped, cancel=True, gas_limit=await self.cancel_gas(), reason=verdict.reason)
         elif verdict.action == "replace":
             await self._resend(p, head, bumped, cancel=False, gas_limit=verdict.gas_limit, reason=verdict.reason)
         else:

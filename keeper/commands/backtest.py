@@ -228,6 +228,8 @@ OPPORTUNITY_COLUMNS = [
     "actual_reward",
     "blocks_available",
     "ended",
+    "l1_fee_wei",
+    "l1_gas",
 ]
 SWEEP_COLUMNS = [
     "min_profit",
@@ -279,6 +281,8 @@ def _write_files(out: Path, opps: list[Any], verdicts: list[Any], rows: list[Any
                     _exact(o.actual_reward),
                     o.blocks_available,
                     o.ended,
+                    o.l1_fee_wei,
+                    o.l1_gas,
                 ]
             )
     with sweep_csv.open("w", newline="") as f:

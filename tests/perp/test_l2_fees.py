@@ -6,6 +6,7 @@ Arbitrum a gas limit that carries the L1 gas. Real signed transactions, no mocke
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -22,7 +23,8 @@ from keeper.gas import FeePolicy
 from keeper.l2 import ARB_NODE_INTERFACE, OP_GAS_PRICE_ORACLE, L2DetectionError, detect_l2, placeholder_tx, unsigned_tx
 from keeper.risk.profit import ceil_div
 from keeper.rpc import RpcClient
-from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, keeper_config, perp_protocol, run_engine, write_config
+from keeper.txs import CANCEL_GAS
+from tests.harness import KEEPER, KEEPER_KEY, KEY_ENV, keeper_config, perp_protocol, run_engine, start_engine, write_config
 
 pytestmark = pytest.mark.chain
 E = 10**18
@@ -230,3 +232,77 @@ def test_scan_and_check_show_the_l1_fee_to_the_user(perp, accounts, tmp_path):
     table = cli("-c", str(path), "scan")
     assert table.returncode == 0 and "L1 FEE" in table.stdout
     assert perp.chain.nonce(KEEPER) == nonce0  # scanning never sends
+
+
+def test_backtest_prices_the_l1_fee_of_each_block(perp, accounts, tmp_path):
+    """`keeper backtest` on an OP-stack chain: each opportunity carries the L1 fee the oracle charged at
+    its own block, its cost includes it, and an L1 fee that eats the reward makes it not taken."""
+    crash_alice(perp, accounts)
+    oracle = install_op(perp.chain, GWEI)
+    cfg = config(perp, tmp_path)
+    path = write_config(tmp_path / "keeper.toml", cfg)
+    chain = perp.chain
+    chain.mine(1)
+    small_from = chain.block_number()
+    chain.mine(2)
+    ch = perp.clearing_house
+    data = bytes.fromhex(ch.functions.liquidate(perp.amm("ETH").address, accounts["alice"])._encode_transaction_data()[2:])
+    gas = parse_config(cfg, environ={}).gas
+    asked = placeholder_tx(31337, ch.address, data, 0, max_fee=FeePolicy(gas).cap_fee, max_gas=gas.max_gas_limit)
+    small = oracle.functions.getL1FeeUpperBound(len(asked)).call()
+    assert small > 0
+    chain.tx(oracle.functions.set_params(GWEI * 10**9, 0, 10**6, 0))  # an L1 fee far above any reward
+    big_from = chain.block_number() + 1
+    chain.mine(2)
+    big = oracle.functions.getL1FeeUpperBound(len(asked)).call()
+    assert big > small * 10**8
+    nonce0 = chain.nonce(KEEPER)
+
+    def opportunity(start: int, out: str) -> dict[str, str]:
+        run = cli("-c", str(path), "backtest", "--from", str(start), "--to", str(start + 1), "--out", str(tmp_path / out))
+        assert run.returncode == 0, run.stderr
+        with (tmp_path / out / "opportunities.csv").open() as f:
+            (row,) = [r for r in csv.DictReader(f) if r["account"] == accounts["alice"]]
+        return row
+
+    cheap = opportunity(small_from, "cheap")
+    assert int(cheap["l1_fee_wei"]) == small and int(cheap["l1_gas"]) == 0
+    assert cheap["taken"] == "yes"
+    dear = opportunity(big_from, "dear")
+    assert int(dear["l1_fee_wei"]) == big
+    assert dear["taken"] == "no" and dear["reason"] == "unprofitable"
+    price = 3000 * E  # pricing.value in keeper_config
+    l1_cheap, l1_dear = ceil_div(small * price, E), ceil_div(big * price, E)
+
+    def amount(text: str) -> int:
+        whole, _, frac = text.partition(".")
+        return int(whole) * E + int((frac or "0").ljust(18, "0"))
+
+    # the same liquidation, the same L2 gas at both blocks' fees: the costs differ by the L1 fees' difference
+    # (± the L2 part's block-to-block base fee change, bounded by its 12.5 % step)
+    l2_cheap, l2_dear = amount(cheap["gas_cost"]) - l1_cheap, amount(dear["gas_cost"]) - l1_dear
+    assert 0 < l2_cheap and 0 < l2_dear
+    assert amount(dear["gas_cost"]) > amount(dear["reward"])
+    assert perp.chain.nonce(KEEPER) == nonce0  # a backtest never sends
+
+
+async def test_arbitrum_cancellation_carries_the_l1_gas(perp, accounts, tmp_path):
+    """A cancellation (self-transfer, no data) on Arbitrum gets 21,000 + twice the L1 gas the NodeInterface
+    charges for it; with no L1 model it stays 21,000."""
+    ni = install_arbitrum(perp.chain, 3 * GWEI, 10**8)
+    engine, _log = await start_engine(config(perp, tmp_path))
+    try:
+        assert engine.txs is not None
+        l1_gas, _, _ = ni.functions.gasEstimateL1Component(KEEPER, False, b"").call()
+        assert l1_gas > 0
+        assert await engine.txs.cancel_gas() == CANCEL_GAS + 2 * l1_gas
+        perp.chain.tx(ni.functions.set_params(6 * GWEI, 10**8, 140))
+        assert await engine.txs.cancel_gas() > CANCEL_GAS + 2 * l1_gas  # read when the cancellation is made
+    finally:
+        await engine.close()
+    perp.chain.rpc("anvil_setCode", [ARB_NODE_INTERFACE, "0x"])
+    engine, _log = await start_engine(config(perp, tmp_path / "none"))
+    try:
+        assert engine.txs is not None and await engine.txs.cancel_gas() == CANCEL_GAS
+    finally:
+        await engine.close()
