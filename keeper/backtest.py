@@ -520,6 +520,9 @@ def policy_for(cfg: KeeperConfig, setting: Setting) -> FeePolicy:
 
 @dataclass
 class SweepRow:
+    """One setting's result for one protocol (amounts in that protocol's value token, 1e18: rows of
+    different protocols are never added up)."""
+
     setting: Setting
     opportunities: int
     taken: int
@@ -528,25 +531,30 @@ class SweepRow:
     profit: int
     missed_by_threshold: int  # seen in time, but the decision said no (unprofitable / not worth the bid)
     missed_late: int  # liquidated before any head showed it
+    protocol: str = ""
 
 
 def sweep(opps: list[Opportunity], cfg: KeeperConfig, settings: Iterable[Setting]) -> list[SweepRow]:
+    """One row per setting and protocol (in order of first appearance), each over that protocol's opportunities."""
+    protocols = list(dict.fromkeys(o.position.protocol for o in opps)) or [""]
     rows = []
     for s in settings:
         policy = policy_for(cfg, s)
-        row = SweepRow(s, len(opps), 0, 0, 0, 0, 0, 0)
-        for o in opps:
-            v = judge(o, cfg, policy, s)
-            if v.taken:
-                row.taken += 1
-                row.reward += o.reward
-                row.gas_cost += v.cost or 0
-                row.profit += v.profit or 0
-            elif v.reason == "late":
-                row.missed_late += 1
-            elif v.reason == UNPROFITABLE or v.reason.startswith("bid") or v.reason == "below_break_even":
-                row.missed_by_threshold += 1
-        rows.append(row)
+        for proto in protocols:
+            mine = [o for o in opps if o.position.protocol == proto] if proto else opps
+            row = SweepRow(s, len(mine), 0, 0, 0, 0, 0, 0, proto)
+            for o in mine:
+                v = judge(o, cfg, policy, s)
+                if v.taken:
+                    row.taken += 1
+                    row.reward += o.reward
+                    row.gas_cost += v.cost or 0
+                    row.profit += v.profit or 0
+                elif v.reason == "late":
+                    row.missed_late += 1
+                elif v.reason == UNPROFITABLE or v.reason.startswith("bid") or v.reason == "below_break_even":
+                    row.missed_by_threshold += 1
+            rows.append(row)
     return rows
 
 

@@ -44,6 +44,7 @@ def main() -> int:
         start = chain.block_number()
         move_market(chain, perp, "ETH", Decimal(-8), world.whale)
         move_market(chain, crv, "ETH", Decimal(-12), world.arbitrageur)
+        move_market(chain, crv, "ETH", Decimal(-5), world.arbitrageur, steps=1)  # the demo's 5 % gap: health < 0
         rival = world.traders[-1]
         mmr = perp.clearing_house.functions.maintenanceMarginRatio().call()
         for market, trader in world.book:

@@ -103,8 +103,12 @@ async def _backtest(cfg: Any, args: argparse.Namespace, settings: list[Any]) -> 
     out = Path(args.out)
     cache = bt.Cache(out / bt.CACHE_FILE, f"{chain_id}:{bt.config_hash(cfg, address)}")
 
+    labels: dict[str, str] = {}  # market address → its label ("ETH"), when the replay opened a keeper
+
     async def keeper_open(block: int) -> ReadOnlyKeeper:
-        return await ReadOnlyKeeper.open(cfg, log=log, address=address, block=block)
+        k = await ReadOnlyKeeper.open(cfg, log=log, address=address, block=block)
+        labels.update({m: a.market_label(m) for a in k.adapters for m in a.markets()})
+        return k
 
     t0 = time.monotonic()
     try:
@@ -126,7 +130,7 @@ async def _backtest(cfg: Any, args: argparse.Namespace, settings: list[Any]) -> 
     )
     policy = bt.policy_for(cfg, own)
     verdicts = [bt.judge(o, cfg, policy, own) for o in opps]
-    _print_opportunities(opps, verdicts, address)
+    _print_opportunities(opps, verdicts, address, labels)
     _print_sweep(rows)
     paths = _write_files(out, opps, verdicts, rows, address)
     for p in paths:
@@ -158,7 +162,7 @@ def _who(liquidator: str, keeper: str) -> str:
     return "keeper" if liquidator == keeper else liquidator[:6] + "…" + liquidator[-4:]
 
 
-def _print_opportunities(opps: list[Any], verdicts: list[Any], keeper: str) -> None:
+def _print_opportunities(opps: list[Any], verdicts: list[Any], keeper: str, labels: dict[str, str]) -> None:
     print("\nOPPORTUNITIES (this config; values in the protocols' value tokens)")
     rows = [["ACCOUNT", "MARKET", "FIRST", "KIND", "REWARD", "GAS", "COST", "PROFIT", "LIQUIDATED", "BY", "GWEI", "AVAIL", "WE"]]
     for o, v in zip(opps, verdicts, strict=True):
@@ -166,7 +170,7 @@ def _print_opportunities(opps: list[Any], verdicts: list[Any], keeper: str) -> N
         rows.append(
             [
                 k.account[:6] + "…" + k.account[-4:],
-                k.market[:6] + "…" + k.market[-4:],
+                f"{k.protocol}/{labels[k.market]}" if k.market in labels else k.market[:6] + "…" + k.market[-4:],
                 str(o.first_block) if o.first_block is not None else "-",
                 o.kind + (f"#{o.repeat}" if o.repeat else ""),
                 _amt(o.reward),
@@ -184,12 +188,26 @@ def _print_opportunities(opps: list[Any], verdicts: list[Any], keeper: str) -> N
 
 
 def _print_sweep(rows: list[Any]) -> None:
-    print("\nSWEEP (model: README › Backtest)")
-    table = [["MIN PROFIT", "TIP GWEI", "TAKEN", "OF", "REWARD", "GAS COST", "PROFIT", "MISSED BY THRESHOLD", "MISSED LATE"]]
+    print("\nSWEEP (model: README › Backtest; one row per setting and protocol, amounts in its value token)")
+    table = [
+        [
+            "PROTOCOL",
+            "MIN PROFIT",
+            "TIP GWEI",
+            "TAKEN",
+            "OF",
+            "REWARD",
+            "GAS COST",
+            "PROFIT",
+            "MISSED BY THRESHOLD",
+            "MISSED LATE",
+        ]
+    ]
     for r in rows:
         s = r.setting
         table.append(
             [
+                r.protocol or "-",
                 "config" if s.min_profit is None else format(s.min_profit, "f"),
                 "config" if s.tip_gwei is None else format(s.tip_gwei, "f"),
                 str(r.taken),
@@ -232,6 +250,7 @@ OPPORTUNITY_COLUMNS = [
     "l1_gas",
 ]
 SWEEP_COLUMNS = [
+    "protocol",
     "min_profit",
     "tip_gwei",
     "opportunities",
@@ -292,6 +311,7 @@ def _write_files(out: Path, opps: list[Any], verdicts: list[Any], rows: list[Any
             s = r.setting
             w.writerow(
                 [
+                    r.protocol,
                     "config" if s.min_profit is None else format(s.min_profit, "f"),
                     "config" if s.tip_gwei is None else format(s.tip_gwei, "f"),
                     r.opportunities,
@@ -306,7 +326,7 @@ def _write_files(out: Path, opps: list[Any], verdicts: list[Any], rows: list[Any
     points: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         s = r.setting
-        name = "tip " + ("config" if s.tip_gwei is None else f"{s.tip_gwei} gwei")
+        name = f"{r.protocol} " * bool(r.protocol) + "tip " + ("config" if s.tip_gwei is None else f"{s.tip_gwei} gwei")
         xs, ys = points.setdefault(name, ([], []))
         xs.append(float(s.min_profit) if s.min_profit is not None else 0.0)
         ys.append(r.profit / 1e18)
