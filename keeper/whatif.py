@@ -206,7 +206,9 @@ class MapRow:
 def liquidation_map(steps: list[tuple[Decimal, list[Hit]]], value_symbols: Iterable[str] = ()) -> list[MapRow]:
     """Per step (in the order given; the first is the baseline) and value token (those of the hits and
     `value_symbols`): what is liquidatable, and what became so since the previous step. A position's
-    notional and reward are those at the step where it is counted."""
+    notional and reward are those at the step where it is counted. A liquidation that would lose the
+    liquidator money (LLAMMA: debt above the collateral's value, i.e. bad debt) counts with reward 0:
+    nobody takes it for a reward, though its notional is still at risk."""
     symbols = sorted({h.value_symbol for _, hs in steps for h in hs} | set(value_symbols))
     rows: list[MapRow] = []
     prev: set[PositionKey] = set()
@@ -220,10 +222,10 @@ def liquidation_map(steps: list[tuple[Decimal, list[Hit]]], value_symbols: Itera
                     sym,
                     len(new),
                     sum(h.notional or 0 for h in new),
-                    sum(h.reward or 0 for h in new),
+                    sum(max(0, h.reward or 0) for h in new),
                     len(mine),
                     sum(h.notional or 0 for h in mine),
-                    sum(h.reward or 0 for h in mine),
+                    sum(max(0, h.reward or 0) for h in mine),
                 )
             )
         prev = {h.key for h in hs}
