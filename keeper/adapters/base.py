@@ -114,6 +114,13 @@ class Adapter(ABC):
         """Local maths over every indexed position. `full=False` may skip expensive fields of
         clearly healthy positions (the per-block prefilter); `full=True` fills every column (scan)."""
 
+    def evaluation_delta(self, evals: list[Evaluation], prev: list[Evaluation]) -> list[int] | None:
+        """Optional: the indexes where `evals` (this adapter's last `evaluate`) holds another object than
+        `prev` (the list it returned the time before), when the adapter knows them without a scan
+        (same positions in the same order); None otherwise. The status tracking then looks at only
+        these instead of comparing every position."""
+        return None
+
     @abstractmethod
     async def confirm(self, candidates: list[Evaluation], head: Block) -> list[Plan]:
         """Re-check candidates on-chain (batched) and build the calls to send."""

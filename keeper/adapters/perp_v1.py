@@ -646,29 +646,177 @@ class PerpV1Adapter(Adapter):
                     ev.fields.update(self._liquidation_prices(pos, m, mi))  # scan only: never on the per-block path
                     out.append(ev)
             return out
+        self.__dict__["_prev_eval"] = self.__dict__.pop("_last_eval", None)
         skip = self.params.mmr + _wad(self.cfg.prefilter_margin)
         book = self._prefilter_book()
         book.sync(self.positions)
         out = []
+        layout: list[tuple[str, int]] = []  # (market, positions) in `out`, with the book's layout version
+        replaced: list[int] = []  # indexes in `out` not holding the position's reused plain Evaluation
         for amm, arrays in book.markets.items():
             m, mi = self.states.get(amm), self.info.get(amm)
             if m is None or mi is None or arrays.n == 0:
                 continue
             # Each position's "clearly healthy" Evaluation (never modified) is reused block after
             # block: the common case allocates nothing per position.
-            evals = arrays.items.copy()
-            positions = arrays.positions
+            off = len(out)
+            out += arrays.items
+            layout.append((amm, arrays.n))
             try:
                 unproven = arrays.unproven(m.quote_reserve, m.base_reserve, m.cpf, skip)
                 m.deviation  # noqa: B018 - raises where the exact maths would for every position (oracle 0)
             except (ArithmeticError, ValueError):
                 unproven = list(range(arrays.n))
-            for i in unproven:
-                e = self._evaluate_one(evals[i].key, positions[i], m, mi, skip)
-                if e is not None:
-                    evals[i] = e
-            out += evals
+            self._evaluate_unproven(out, arrays.positions, unproven, m, mi, skip, off)
+            replaced += [off + i for i in unproven if out[off + i] is not arrays.items[i]]
+        self.__dict__["_last_eval"] = (out, (book.layout, tuple(layout)), replaced)
         return out
+
+    def evaluation_delta(self, evals: list[Evaluation], prev: list[Evaluation]) -> list[int] | None:
+        """Where `evals` differs from `prev` as objects, when both are the last two per-block evaluations
+        over the same layout (same markets, same positions in the same order): the indexes either block
+        replaced (every other index holds the same reused plain Evaluation in both)."""
+        last: tuple | None = self.__dict__.get("_last_eval")
+        before: tuple | None = self.__dict__.get("_prev_eval")
+        if last is None or before is None or last[0] is not evals or before[0] is not prev or last[1] != before[1]:
+            return None
+        return sorted(set(last[2]).union(before[2]))
+
+    def _evaluate_each(
+        self,
+        evals: list[Evaluation],
+        positions: list[pm.Position],
+        unproven: list[int],
+        m: pm.MarketState,
+        mi: MarketInfo,
+        skip: int | None,
+        off: int = 0,
+    ) -> None:
+        """The reference of `_evaluate_unproven`: `_evaluate_one` position by position."""
+        for i in unproven:
+            e = self._evaluate_one(evals[off + i].key, positions[i], m, mi, skip)
+            if e is not None:
+                evals[off + i] = e
+
+    def _evaluate_unproven(
+        self,
+        evals: list[Evaluation],
+        positions: list[pm.Position],
+        unproven: list[int],
+        m: pm.MarketState,
+        mi: MarketInfo,
+        skip: int,
+        off: int = 0,
+    ) -> None:
+        """`_evaluate_one(…, skip)` of positions[i] into evals[off + i] (unless clearly healthy) for each i in
+        `unproven`: the same integers (pm.ratios with the incremental TWAP), fused into one loop with the
+        market's values read once. Anything unusual (a revert of the maths, a market without a TWAP
+        memo) goes through `_evaluate_one` itself, which gives the same answer, error reason included."""
+        slow = self._evaluate_one
+        memo = m.twap_memo
+        try:
+            deviation = m.deviation
+            q, b, kw, cpf = m.quote_reserve, m.base_reserve, m.kw, m.cpf
+        except ArithmeticError:
+            memo = None
+        if memo is None or skip is None:
+            self._evaluate_each(evals, positions, unproven, m, mi, skip, off)
+            return
+        twap = memo.sized
+        ovs = deviation >= pm.MAX_ORACLE_SPREAD_RATIO
+        oracle = m.oracle_price
+        p = self.params
+        mmr, wad = p.mmr, pm.WAD
+        label, quote_symbol, decimals, enabled = mi.label, mi.quote_symbol, mi.quote_decimals, mi.policy.enabled
+        threshold = self._lockout_threshold(mi)
+        locked = threshold is not None and deviation >= threshold
+        lock_reason = f"price deviation {deviation} ≥ {threshold}" if locked else ""
+        healthy, over_spread, partial, full = Status.HEALTHY, Status.OVER_SPREAD, Status.PARTIAL, Status.FULL
+        liquidation, token_floor = pm.liquidation, pm.token_floor
+        for i in unproven:
+            pos, j = positions[i], off + i
+            try:
+                size, margin, on = pos.size, pos.margin, pos.open_notional
+                # spot notional: Amm.getOutputPrice(close dir, |size|) (pm._output inlined)
+                if size > 0:
+                    long, base = True, size
+                    quote_after, rest = divmod(kw, b + size)
+                elif size < 0 and b > -size:
+                    long, base = False, -size
+                    quote_after, rest = divmod(kw, b + size)
+                else:
+                    raise ArithmeticError  # no position, or the contract's revert: the reference path
+                spot_n = quote_after - q if quote_after > q else q - quote_after
+                if rest:
+                    if long:
+                        if spot_n == 0:
+                            raise ArithmeticError
+                        spot_n -= 1
+                    else:
+                        spot_n += 1
+                spot_pnl = spot_n - on if long else on - spot_n
+                x = (cpf - pos.last_cpf) * size  # funding payment, truncated toward zero
+                fp = x // wad if x >= 0 else -(-x // wad)
+                x = (margin + spot_pnl - fp) * wad
+                spot_mr = x // spot_n if x >= 0 else -(-x // spot_n)  # ZeroDivisionError: the reference path
+                if spot_mr >= skip:
+                    continue  # clearly healthy: the reused plain Evaluation stays
+                twap_n = twap(long, base, m)
+                twap_pnl = twap_n - on if long else on - twap_n
+                x = (margin + twap_pnl - fp) * wad
+                twap_mr = x // twap_n if x >= 0 else -(-x // twap_n)
+                contract_mr = spot_mr if spot_pnl > twap_pnl else twap_mr  # strict >: ties take the TWAP pair
+                effective, oracle_mr = contract_mr, None
+                if ovs:
+                    oracle_n = base * oracle // wad
+                    x = (margin + (oracle_n - on if long else on - oracle_n) - fp) * wad
+                    oracle_mr = x // oracle_n if x >= 0 else -(-x // oracle_n)
+                    if oracle_mr - contract_mr > 0:
+                        effective = oracle_mr
+            except ArithmeticError:
+                e = slow(evals[j].key, pos, m, mi, skip)
+                if e is not None:
+                    evals[j] = e
+                continue
+            fields: dict[str, object] = {
+                "market": label,
+                "side": "long" if long else "short",
+                "size": size,
+                "margin": margin,
+                "open_notional": on,
+                "quote_symbol": quote_symbol,
+                "spot_mr": spot_mr,
+                "twap_mr": twap_mr,
+                "oracle_mr": oracle_mr,
+                "margin_ratio": contract_mr,
+                "effective_mr": effective,
+                "over_spread": ovs,
+                "deviation": deviation,
+            }
+            if not effective - mmr < 0:  # not liquidatable (pm.liquidation's own test)
+                evals[j] = Evaluation(evals[j].key, over_spread if ovs and contract_mr < mmr else healthy, False, None, fields)
+                continue
+            # liquidatable: the reward and the rules as _evaluation (the market's rules read once)
+            r = pm.Ratios(spot_n, spot_pnl, spot_mr, twap_n, twap_pnl, twap_mr, contract_mr, oracle_mr, effective, ovs)
+            liq = liquidation(pos, m, p, r)
+            reward = token_floor(liq.fee_to_liquidator, decimals)
+            fields["kind"] = "partial" if liq.partial else "full"
+            fields["quote"] = liq.quote
+            fields["fee"] = liq.fee_to_liquidator
+            fields["bad_debt"] = liq.bad_debt
+            fields["base_closed"] = liq.base_closed
+            kind = partial if liq.partial else full
+            key = evals[j].key
+            if locked:
+                evals[j] = Evaluation(key, Status.LOCKOUT, False, reward, fields, reason=lock_reason)
+            elif not enabled:
+                evals[j] = Evaluation(key, kind, False, reward, fields, reason="market disabled by policy")
+            elif liq.needs_backstop:
+                evals[j] = Evaluation(
+                    key, Status.BAD_DEBT, False, reward, fields, reason="bad debt: only a backstop LP may liquidate"
+                )
+            else:
+                evals[j] = Evaluation(key, kind, True, reward, fields, payload=PerpCandidate(r, liq))
 
     def _prefilter_book(self) -> PositionBook[tuple[str, str], Evaluation]:
         """The prefilter's arrays (made on first use: adapters built without __init__ in tests have none)."""
@@ -694,13 +842,17 @@ class PerpV1Adapter(Adapter):
         self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, skip: int | None
     ) -> Evaluation | None:
         """None when the position is clearly healthy (spot ratio ≥ `skip`; per-block prefilter only)."""
-        p = self.params
         try:
             r = pm.ratios(pos, m, skip_twap_above=skip)
         except pm.AmmMathError as exc:
             return Evaluation(key, Status.HEALTHY, False, None, self._position_fields(pos, mi), reason=f"maths: {exc}")
         if r is None:
             return None
+        return self._evaluation(key, pos, m, mi, r)
+
+    def _evaluation(self, key: PositionKey, pos: pm.Position, m: pm.MarketState, mi: MarketInfo, r: pm.Ratios) -> Evaluation:
+        """The position's Evaluation from its ratios: status, the rules (lockout, policy, backstop), reward."""
+        p = self.params
         deviation = m.deviation  # pm.price_deviation(m)
         fields: dict[str, object] = {  # _position_fields and the ratios in one literal (runs per position near maintenance)
             "market": mi.label,

@@ -192,18 +192,20 @@ def twap_output(dir_base: Dir, base: int, twap: TwapTerms) -> int:
 
 
 class _TwapRun:
-    """One (direction, size)'s terms over consecutive snapshots from serial `start`: each snapshot's
-    output price and the running sum of output × the time it stayed current (fixed once the next
-    snapshot exists)."""
+    """One (direction, size)'s output price at each snapshot from serial `start` on (the window it was
+    last used for, nothing older), and `mid`: the sum of the fixed-weight terms (output × the seconds
+    the snapshot stayed current) of the snapshots strictly between serials `lo` and `hi`, the ends of
+    that window (lo = -1: not computed)."""
 
-    __slots__ = ("start", "solds", "cums", "generation", "used")
+    __slots__ = ("start", "solds", "generation", "used", "lo", "hi", "mid")
 
     def __init__(self, start: int, generation: int):
         self.start = start
         self.solds: list[int] = []
-        self.cums: list[int] = []  # cums[i] = Σ_{k<i} solds[k]·(ts[k+1] − ts[k])
         self.generation = generation
         self.used = 0
+        self.lo = self.hi = -1
+        self.mid = 0
 
 
 class TwapMemo:
@@ -212,9 +214,10 @@ class TwapMemo:
     getOutputTwap is Σ output(snapshot, size)·seconds current / period. Between blocks the window
     only slides: the newest snapshot's and the oldest one's weights change, every snapshot in
     between keeps its weight. So per (direction, size) the memo keeps each snapshot's output price
-    and a running sum of the fixed-weight terms; a block then costs one output price per new
-    snapshot plus three products, instead of one per snapshot in the 900 s window (~76 at 12 s
-    blocks). Same integers, same sum, same reverts as `twap_output`. A snapshot that differs from
+    in the window and the sum of the fixed-weight terms, slid along with the window (a term enters
+    when its snapshot gets a successor, leaves when it becomes the oldest); a block then costs one
+    output price per new snapshot plus a few products, instead of one per snapshot in the 900 s
+    window (~76 at 12 s blocks). Same integers, same sum, same reverts as `twap_output`. A snapshot that differs from
     the one seen before at its place (overwritten in its block, or a reorg) starts over."""
 
     def __init__(self) -> None:
@@ -224,6 +227,9 @@ class TwapMemo:
         self.runs: dict[tuple[bool, int], _TwapRun] = {}
         self.block = 0  # bumped by `window` once per MarketState
         self._window: tuple[int, int] = (0, 0)  # (serial of the oldest term, number of terms)
+        self._weights: tuple[int, int, int] = (0, 0, 0)  # (newest term's weight, oldest term's, divisor)
+        self._qbk: list[tuple[int, int, int]] = []  # per chain entry: (quote reserve, base reserve, k·1e18)
+        self._ts: list[int] = []  # per chain entry: its timestamp
         self._state: MarketState | None = None  # the block's state the window belongs to (held, not an id)
 
     def _align(self, m: MarketState) -> None:
@@ -254,6 +260,11 @@ class TwapMemo:
                 pos = 0
         serial0 = self.chain_start + (pos if pos >= 0 else 0)
         self._window = (serial0, len(window))
+        twap = m.twap
+        self._weights = (twap.terms[0][3], twap.terms[-1][3], twap.divisor)
+        # every run prices the same snapshots: their k·1e18 once per block, not once per size
+        self._qbk = [(s.quote_reserve, s.base_reserve, mul_d(s.quote_reserve, s.base_reserve) * WAD) for s in self.chain]
+        self._ts = [s.timestamp for s in self.chain]
         self.block += 1
         self._state = m
         for k in [k for k, r in self.runs.items() if r.used < self.block - 1]:
@@ -261,43 +272,74 @@ class TwapMemo:
 
     def output(self, dir_base: Dir, base: int, m: MarketState) -> int:
         """== twap_output(dir_base, base, m.twap)."""
-        twap = m.twap
         if base == 0:
-            return twap_output(dir_base, 0, twap)
+            return twap_output(dir_base, 0, m.twap)
+        return self.sized(dir_base == Dir.ADD_TO_AMM, base, m)
+
+    def sized(self, add: bool, base: int, m: MarketState) -> int:
+        """== twap_output(ADD_TO_AMM if add else REMOVE_FROM_AMM, base, m.twap) for base > 0 (the
+        per-block path: one output price per new snapshot, then a few products)."""
         if self._state is not m:
             self._align(m)
         serial0, n = self._window
-        add = dir_base == Dir.ADD_TO_AMM
-        run = self.runs.get((add, base))
-        if run is None or run.generation != self.generation or run.start > serial0:
-            run = self.runs[(add, base)] = _TwapRun(serial0, self.generation)
+        key = (add, base)
+        run = self.runs.get(key)
+        # a run from before a change of the chain, or one that does not reach the window (its pricing
+        # reverted at a snapshot that has left the window since): priced afresh from the window's start
+        if run is None or run.generation != self.generation or run.start > serial0 or run.start + len(run.solds) < serial0:
+            run = self.runs[key] = _TwapRun(serial0, self.generation)
         run.used = self.block
-        chain, cs = self.chain, self.chain_start
-        have = run.start + len(run.solds)
-        while have < serial0 + n:  # the snapshots this run has not priced yet
-            s = chain[have - cs]
-            q, b = s.quote_reserve, s.base_reserve
-            sold = _output(add, base, q, b, mul_d(q, b) * WAD)
-            if run.solds:
-                prev = chain[have - 1 - cs]
-                run.cums.append(run.cums[-1] + run.solds[-1] * (s.timestamp - prev.timestamp))
-            else:
-                run.cums.append(0)
-            run.solds.append(sold)
-            have += 1
-        i0 = serial0 - run.start
-        if i0 > 16:
-            del run.solds[:i0], run.cums[:i0]
-            run.start, i0 = serial0, 0
-        i1 = i0 + n - 1
-        w_last, w_first = twap.terms[0][3], twap.terms[-1][3]
+        solds, start, cs = run.solds, run.start, self.chain_start
+        hi = serial0 + n - 1  # serial of the newest term
+        if start + len(solds) <= hi:  # the snapshots this run has not priced yet
+            self._extend(solds, add, base, start + len(solds) - cs, hi + 1 - cs)
+        w_last, w_first, divisor = self._weights
         if n == 1:
-            weighted = run.solds[i1] * w_last
+            weighted = solds[hi - start] * w_last
+            run.lo = -1
         else:
-            weighted = run.solds[i1] * w_last + run.cums[i1] - run.cums[i0 + 1] + run.solds[i0] * w_first
-        if twap.divisor == 0:
+            ts = self._ts
+            if run.lo >= 0 and serial0 >= run.lo and hi >= run.hi and run.lo + 1 >= cs:
+                mid = run.mid
+                for k in range(run.hi, hi):  # snapshots that got a successor: their weight is fixed now
+                    mid += solds[k - start] * (ts[k + 1 - cs] - ts[k - cs])
+                for k in range(run.lo + 1, serial0 + 1):  # the new oldest term and any older: out of the sum
+                    mid -= solds[k - start] * (ts[k + 1 - cs] - ts[k - cs])
+            else:
+                mid = 0
+                for k in range(serial0 + 1, hi):
+                    mid += solds[k - start] * (ts[k + 1 - cs] - ts[k - cs])
+            run.lo, run.hi, run.mid = serial0, hi, mid
+            weighted = solds[hi - start] * w_last + mid + solds[serial0 - start] * w_first
+        if serial0 > start:  # older snapshots are out of every later window
+            del solds[: serial0 - start]
+            run.start = serial0
+        if divisor == 0:
             raise AmmMathError("division by zero")
-        return weighted // twap.divisor
+        return weighted // divisor
+
+    def _extend(self, solds: list[int], add: bool, base: int, lo: int, hi: int) -> None:
+        """Append the output prices at chain entries lo..hi-1 to a run (`_output`, inlined: the cold
+        start of a size prices the whole window)."""
+        qbk = self._qbk
+        for j in range(lo, hi):
+            q, b, kw = qbk[j]
+            if add:
+                base_after = b + base
+            else:
+                if b <= base:
+                    raise AmmMathError("base asset after is 0")
+                base_after = b - base
+            quote_after, rest = divmod(kw, base_after)
+            sold = quote_after - q if quote_after > q else q - quote_after
+            if rest:
+                if add:
+                    if sold == 0:
+                        raise AmmMathError("SafeMath: subtraction overflow")
+                    sold -= 1
+                else:
+                    sold += 1
+            solds.append(sold)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +508,7 @@ def liquidation(pos: Position, m: MarketState, p: PerpParams, r: Ratios) -> Liqu
     gate = r.spot_mr if p.partial_on_spot_ratio else r.effective_mr
     if gate > p.lfr and 0 < p.plr < WAD:
         partial_base = abs(smul_d(pos.size, p.plr))
-        quote = output_price(pos.close_dir, partial_base, m.quote_reserve, m.base_reserve)
+        quote = _output(pos.size > 0, partial_base, m.quote_reserve, m.base_reserve, m.kw)  # output_price(close dir, …)
         fee = mul_d(quote, p.lfr) // 2
         return Liquidation(True, True, quote, fee, 0, False, partial_base)
     quote = r.spot_notional  # swapOutput(dir, |size|) on the current reserves

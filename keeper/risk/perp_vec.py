@@ -224,6 +224,7 @@ class PositionBook(Generic[K, T]):
         self.make_item = make_item
         self.markets: dict[str, MarketArrays[K, T]] = {}
         self._source: object | None = None
+        self.layout = 0  # bumped whenever a key is added or removed or the book is rebuilt (items move)
 
     def __len__(self) -> int:
         return sum(m.n for m in self.markets.values())
@@ -233,11 +234,14 @@ class PositionBook(Generic[K, T]):
         arrays = self.markets.get(market)
         if arrays is None:
             arrays = self.markets[market] = MarketArrays()
+        if key not in arrays.index:
+            self.layout += 1
         arrays.upsert(key, pos, self.make_item)
 
     def _remove(self, key: K) -> None:
         arrays = self.markets.get(self.market_of(key))
-        if arrays is not None:
+        if arrays is not None and key in arrays.index:
+            self.layout += 1
             arrays.remove(key)
 
     def sync(self, positions: Mapping[K, Position]) -> None:
@@ -261,6 +265,7 @@ class PositionBook(Generic[K, T]):
 
     def _rebuild(self, positions: Mapping[K, Position]) -> None:
         """Keep the items (and their order) of keys still present; drop the rest; add the new ones."""
+        self.layout += 1
         old = self.markets
         self.markets = {}
         for key, pos in positions.items():

@@ -334,7 +334,13 @@ async def test_clearly_healthy_positions_never_reach_the_exact_maths_and_a_move_
     adapter, rpc, head = await open_adapter(perp.chain.url, perp_protocol(perp))
     priced: list = []
     real = adapter._evaluate_one
-    adapter._evaluate_one = lambda key, *a: priced.append(key.account) or real(key, *a)
+    fused = adapter._evaluate_unproven  # the per-block exact maths of the positions the prefilter did not clear
+
+    def spy(evals, positions, unproven, *a):
+        priced.extend(evals[i].key.account for i in unproven)
+        return fused(evals, positions, unproven, *a)
+
+    adapter._evaluate_unproven = spy
 
     def exact() -> dict:
         skip = adapter.params.mmr + 2 * 10**16  # the default prefilter_margin

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from eth_utils import to_checksum_address
 
+from keeper.adapters.perp_v1 import PerpV1Adapter
 from keeper.daemon import StartupError
 from keeper.devtools.perp_env import BUY, USDC_UNIT
 from keeper.risk import perp as pm
@@ -42,6 +43,8 @@ def fault_local_ratios(monkeypatch, **change) -> None:
     vectorised prefilter proves nothing, so every position reaches the (faulty) exact maths."""
     real = pm.ratios
     monkeypatch.setattr(perp_vec, "spot_ratio_at_least", lambda size, *_a: np.zeros(len(size), dtype=bool))
+    # the per-block loop's fused maths (the same integers) position by position through pm.ratios
+    monkeypatch.setattr(PerpV1Adapter, "_evaluate_unproven", PerpV1Adapter._evaluate_each)
 
     def faulty(pos, m, *, skip_twap_above=None):
         r = real(pos, m)
