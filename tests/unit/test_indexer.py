@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from keeper import indexer
 from keeper.indexer import FORGET_AFTER, GROW_AFTER, EventIndexer
 from keeper.rpc import RpcError
 from keeper.store import Store
@@ -74,3 +75,39 @@ async def test_rewind_and_restart_from_the_persisted_cursor():
     assert seen == [500] and node.queries[-1] == (421, 505)
     again = EventIndexer(node, store, "p", start_block=0, page_size=1000, log=Quiet())  # type: ignore[arg-type]
     assert again.cursor == 505
+
+
+class DenseNode:
+    """eth_getLogs over [0, blocks) with `per_block` logs in every block; records each answer's size."""
+
+    def __init__(self, per_block: int):
+        self.per_block = per_block
+        self.answers: list[tuple[int, int, int]] = []  # (from, to, logs)
+
+    async def get_logs(self, address: Any, topics: list, from_block: int, to_block: int) -> list[dict]:
+        logs = [
+            {"blockNumber": hex(b), "logIndex": hex(i)} for b in range(from_block, to_block + 1) for i in range(self.per_block)
+        ]
+        self.answers.append((from_block, to_block, len(logs)))
+        return logs
+
+
+async def test_pages_are_sized_by_log_count_so_a_dense_range_never_arrives_in_one_answer(monkeypatch):
+    monkeypatch.setattr(indexer, "LOG_BUDGET", 500)
+    node = DenseNode(per_block=20)
+    seen: list[int] = []
+    ix = EventIndexer(node, Store(":memory:"), "p", start_block=0, page_size=2000, log=Quiet())  # type: ignore[arg-type]
+    await ix.advance(head(1999), "0xabc", [], lambda logs: seen.extend(int(x["blockNumber"], 16) for x in logs))
+    assert seen == [b for b in range(2000) for _ in range(20)]  # every log once, in order
+    assert max(n for _, _, n in node.answers) <= 500  # 40,000 logs, never more than the budget in one answer
+    assert node.answers[0][:2] == (0, indexer.FIRST_SPAN - 1)
+    assert ix.cursor == 1999
+
+
+async def test_sparse_logs_still_grow_to_the_configured_page_within_a_few_pages():
+    node = RangeLimitedNode(limit=10**9)
+    ix = EventIndexer(node, Store(":memory:"), "p", start_block=0, page_size=2000, log=Quiet())  # type: ignore[arg-type]
+    await ix.advance(head(9_999), "0xabc", [], lambda logs: None)
+    spans = [b - a + 1 for a, b in node.queries]
+    assert spans[:8] == [16, 32, 64, 128, 256, 512, 1024, 2000]
+    assert len(node.queries) <= 8 + 10_000 // 2000
