@@ -8,12 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on a server, and no GUI toolkit import
 
 import matplotlib.pyplot as plt  # noqa: E402 - after the backend choice
+
+
+def _finish(fig: Any, ax: Any, path: Path, title: str, xlabel: str, ylabel: str, *, legend: bool, grid_axis: str) -> None:
+    """Title, axis labels, grid and legend, then the PNG at `path` (its folder made as needed)."""
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, axis=grid_axis, alpha=0.3)
+    if legend:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
 
 
 def line_chart(
@@ -33,15 +47,7 @@ def line_chart(
                 ax.step(list(xs), list(ys), where="post", label=name)
             else:
                 ax.plot(list(xs), list(ys), marker="o", markersize=3, label=name)
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        _finish(fig, ax, path, title, xlabel, ylabel, legend=len(series) > 1, grid_axis="both")
     finally:
         plt.close(fig)
     return path
@@ -65,15 +71,7 @@ def bar_chart(
             ax.bar(xs, list(values), width=width, label=name)
         ax.set_xticks(range(len(labels)))
         ax.set_xticklabels(list(labels), rotation=45 if len(labels) > 8 else 0, ha="right" if len(labels) > 8 else "center")
-        ax.set_title(title)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(True, axis="y", alpha=0.3)
-        if len(series) > 1:
-            ax.legend()
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
+        _finish(fig, ax, path, title, xlabel, ylabel, legend=len(series) > 1, grid_axis="y")
     finally:
         plt.close(fig)
     return path

@@ -20,13 +20,12 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from decimal import Decimal
 from typing import Any
 
 import keeper.adapters  # noqa: F401 - registers the protocol kinds with keeper.config
 from keeper import __version__
-from keeper.commands import command_modules
+from keeper.commands import command_modules, err, print_table
 from keeper.config import ConfigError, KeeperConfig, iter_help, iter_protocol_help, load_config
 from keeper.keys import KeyLoadError
 from keeper.log import configure_logging, get_logger
@@ -80,10 +79,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _err(msg: str) -> None:
-    print(f"keeper: {msg}", file=sys.stderr)
-
-
 def _config_help() -> None:
     """Every setting: dotted name, type, default, help; then the [[protocols]] fields of each kind."""
 
@@ -111,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         needs = demo_requirements_line()  # e.g. from an installed wheel: no anvil, no contract sources
         if needs is not None:
-            _err(needs)
+            err(needs)
             return EXIT_CONFIG
         from keeper.devtools.demo import run_demo  # noqa: PLC0415
 
@@ -119,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        _err(f"invalid config: {exc}")
+        err(f"invalid config: {exc}")
         return EXIT_CONFIG
     configure_logging(cfg.log.level, cfg.log.format)
     try:
@@ -127,13 +122,13 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_run(cfg, args.dry_run, args.monitor_only))
         if args.command == "scan":
             if args.block is not None and args.block < 0:
-                _err(f"--block: must be a block number ≥ 0, got {args.block}")
+                err(f"--block: must be a block number ≥ 0, got {args.block}")
                 return EXIT_CONFIG
             return asyncio.run(_scan(cfg, args.json, args.risky, args.adl, args.block))
         if args.command == "check":
             return asyncio.run(_check(cfg))
     except KeyLoadError as exc:
-        _err(f"invalid key configuration: {exc}")
+        err(f"invalid key configuration: {exc}")
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
@@ -147,10 +142,10 @@ async def _run(cfg: KeeperConfig, dry_run: bool, monitor_only: bool = False) -> 
     try:
         daemon = await Daemon.open(cfg, dry_run=dry_run, monitor_only=monitor_only, log=get_logger())
     except StartupError as exc:
-        _err(f"startup check failed: {exc}")
+        err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     except StateLocked as exc:
-        _err(f"state.path: {exc}")
+        err(f"state.path: {exc}")
         return EXIT_CONFIG
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,7 +159,7 @@ async def _run(cfg: KeeperConfig, dry_run: bool, monitor_only: bool = False) -> 
             runner = await start_http(daemon, cfg.http.listen)
         except OSError as exc:
             await daemon.close()
-            _err(f"startup check failed: cannot listen on http.listen = {cfg.http.listen}: {exc}")
+            err(f"startup check failed: cannot listen on http.listen = {cfg.http.listen}: {exc}")
             return EXIT_FAILURE
     task = asyncio.create_task(daemon.run(stop))
     await stop.wait()
@@ -221,10 +216,10 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False
     try:
         keeper = await ReadOnlyKeeper.open(cfg, log=get_logger(), block=block)
     except BlockOutOfRange as exc:
-        _err(f"--block: {exc}")
+        err(f"--block: {exc}")
         return EXIT_CONFIG
     except StartupError as exc:
-        _err(f"startup check failed: {exc}")
+        err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     try:
         rows = await keeper.scan()
@@ -285,10 +280,8 @@ async def _scan(cfg: KeeperConfig, as_json: bool, risky: bool, adl: bool = False
                     _fmt(r["min_profit"], "amount"),
                 ]
             )
-        widths = [max(len(str(row[i])) for row in table) for i in range(len(headers))]
         print(f"\n[{a.name}] ({a.kind}, values in {a.value_symbol}; closest to liquidation first)")
-        for row in table:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        print_table([[str(c) for c in row] for row in table])
         notes = [r for r in prow if r["status"] not in ("healthy", "partial", "full") and r.get("reason")]
         for r in notes:
             print(f"  {_short(r['account'])}: {r['status']}: {r['reason']}")
@@ -309,7 +302,7 @@ async def _check(cfg: KeeperConfig) -> int:
     print("all checks passed" if ok else "some checks failed")
     if ok:
         return EXIT_OK
-    _err("check failed: " + "; ".join(f"{name}: {detail}" for name, good, detail in rows if not good))
+    err("check failed: " + "; ".join(f"{name}: {detail}" for name, good, detail in rows if not good))
     key_ok = next((good for name, good, _ in rows if name == "key"), True)
     return EXIT_FAILURE if key_ok else EXIT_CONFIG  # a key that cannot be loaded is a configuration error
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from keeper.commands import err, load_config_or_report, print_table
 
 NAME = "backtest"
 HELP = "replay a block range: liquidation opportunities, who took them, what this config would have earned"
@@ -38,40 +39,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def _err(msg: str) -> None:
-    print(f"keeper: {msg}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     from keeper.backtest import parse_sweeps  # noqa: PLC0415 - heavy imports only when the command runs
-    from keeper.config import ConfigError, load_config  # noqa: PLC0415
     from keeper.keys import KeyLoadError  # noqa: PLC0415
     from keeper.log import configure_logging  # noqa: PLC0415
 
     if args.start < 0:
-        _err(f"--from: must be a block number ≥ 0, got {args.start}")
+        err(f"--from: must be a block number ≥ 0, got {args.start}")
         return EXIT_USAGE
     if args.end < args.start:
-        _err(f"--to: must be ≥ --from ({args.start}), got {args.end}")
+        err(f"--to: must be ≥ --from ({args.start}), got {args.end}")
         return EXIT_USAGE
     try:
         settings = parse_sweeps(args.sweep)
     except ValueError as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_USAGE
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        _err(f"invalid config: {exc}")
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return EXIT_USAGE
     configure_logging(cfg.log.level, cfg.log.format)
     try:
         return asyncio.run(_backtest(cfg, args, settings))
     except KeyLoadError as exc:
-        _err(f"invalid key configuration: {exc}")
+        err(f"invalid key configuration: {exc}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        _err("interrupted: the replayed blocks are cached; run the same command again to resume")
+        err("interrupted: the replayed blocks are cached; run the same command again to resume")
         return EXIT_FAILURE
 
 
@@ -90,15 +84,15 @@ async def _backtest(cfg: Any, args: argparse.Namespace, settings: list[Any]) -> 
         chain_id = await rpc.chain_id()
         head = await rpc.block_number()
     except (RpcUnavailable, RpcError) as exc:
-        _err(f"startup check failed: RPC unreachable: {exc}")
+        err(f"startup check failed: RPC unreachable: {exc}")
         return EXIT_FAILURE
     finally:
         await rpc.close()
     if chain_id != cfg.chain.chain_id:
-        _err(f"startup check failed: chain id mismatch: the RPC serves chain {chain_id}, config says {cfg.chain.chain_id}")
+        err(f"startup check failed: chain id mismatch: the RPC serves chain {chain_id}, config says {cfg.chain.chain_id}")
         return EXIT_FAILURE
     if args.end > head:
-        _err(f"--to: block {args.end} is beyond the chain head {head}")
+        err(f"--to: block {args.end} is beyond the chain head {head}")
         return EXIT_USAGE
     out = Path(args.out)
     cache = bt.Cache(out / bt.CACHE_FILE, f"{chain_id}:{bt.config_hash(cfg, address)}")
@@ -114,7 +108,7 @@ async def _backtest(cfg: Any, args: argparse.Namespace, settings: list[Any]) -> 
     try:
         records, events, replayed = await bt.replay(keeper_open, cache, args.start, args.end, progress=not args.no_progress)
     except StartupError as exc:
-        _err(f"startup check failed: {exc}")
+        err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     finally:
         cache.close()
@@ -150,12 +144,6 @@ def _exact(v: int | None) -> str:
     return "" if v is None else decimal_text(v)
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-
-
 def _who(liquidator: str, keeper: str) -> str:
     if not liquidator:
         return "-"
@@ -184,7 +172,7 @@ def _print_opportunities(opps: list[Any], verdicts: list[Any], keeper: str, labe
                 "take" if v.taken else v.reason,
             ]
         )
-    _table(rows)
+    print_table(rows)
 
 
 def _print_sweep(rows: list[Any]) -> None:
@@ -219,7 +207,7 @@ def _print_sweep(rows: list[Any]) -> None:
                 str(r.missed_late),
             ]
         )
-    _table(table)
+    print_table(table)
 
 
 OPPORTUNITY_COLUMNS = [

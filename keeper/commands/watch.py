@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from keeper.commands import err, load_config_or_report
 from keeper.units import decimal_text
 
 NAME = "watch"
@@ -26,23 +27,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--all", action="store_true", help="every indexed position instead of [watch] accounts")
 
 
-def _err(msg: str) -> None:
-    import sys  # noqa: PLC0415
-
-    print(f"keeper: {msg}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - heavy imports only when the command runs
 
     import keeper.adapters  # noqa: F401, PLC0415 - registers the protocol kinds
-    from keeper.config import ConfigError, _address, load_config  # noqa: PLC0415
+    from keeper.config import _address  # noqa: PLC0415
     from keeper.log import configure_logging  # noqa: PLC0415
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        _err(f"invalid config: {exc}")
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     accounts: list[str] | str | None = None
     if args.all:
@@ -51,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             accounts = [_address(a) for a in args.account]
         except ValueError as exc:
-            _err(f"--account: {exc}")
+            err(f"--account: {exc}")
             return EXIT_CONFIG
     if accounts is not None:
         cfg = cfg.model_copy(update={"watch": cfg.watch.model_copy(update={"accounts": accounts, "enabled": True})})
     if not cfg.watch.enabled or not cfg.watch.accounts:
-        _err('watch.accounts: nothing to watch (set [watch] accounts = [...] or "all", or pass --account / --all)')
+        err('watch.accounts: nothing to watch (set [watch] accounts = [...] or "all", or pass --account / --all)')
         return EXIT_CONFIG
     configure_logging(cfg.log.level, cfg.log.format)
     try:
@@ -75,7 +68,7 @@ async def _watch(cfg: Any, as_json: bool) -> int:
     try:
         keeper = await ReadOnlyKeeper.open(cfg, log=log, address=monitor_address(cfg))
     except StartupError as exc:
-        _err(f"startup check failed: {exc}")
+        err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     monitor = WatchMonitor(cfg.watch, alerts=None, metrics=None, log=log)
     rows: list[WatchRow] = []
@@ -86,7 +79,7 @@ async def _watch(cfg: Any, as_json: bool) -> int:
             keys = [e.key for e in a.evaluate(head) if monitor.watches(e.key.account)]
             rows += [monitor.assess(a, e) for e in await a.evaluate_positions(keys, head)]
     except (RpcError, RpcUnavailable) as exc:
-        _err(f"RPC failed: {exc}")
+        err(f"RPC failed: {exc}")
         return EXIT_FAILURE
     finally:
         await keeper.close()

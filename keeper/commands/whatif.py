@@ -11,9 +11,10 @@ PNG files in --out.
 from __future__ import annotations
 
 import argparse
-import sys
 from decimal import Decimal
 from typing import Any
+
+from keeper.commands import err, load_config_or_report, print_table
 
 NAME = "whatif"
 HELP = "what becomes liquidatable if prices move (--shock ETH=-10%%), and the liquidation map (--steps)"
@@ -52,15 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="whatif-out", metavar="DIR", help="folder for the map's CSV and PNG files")
 
 
-def _err(msg: str) -> None:
-    print(f"keeper: {msg}", file=sys.stderr)
-
-
 def run(args: argparse.Namespace) -> int:
     import asyncio  # noqa: PLC0415 - heavy imports only when the command runs
 
     import keeper.adapters  # noqa: F401, PLC0415 - registers the protocol kinds
-    from keeper.config import ConfigError, load_config  # noqa: PLC0415
     from keeper.log import configure_logging  # noqa: PLC0415
     from keeper.whatif import ShockError, parse_percent, parse_shock, parse_steps  # noqa: PLC0415
 
@@ -73,15 +69,13 @@ def run(args: argparse.Namespace) -> int:
             shocks[sym] = pct
         steps = parse_steps(args.steps, parse_percent(args.step)) if args.steps else None
     except ShockError as exc:
-        _err(str(exc))
+        err(str(exc))
         return EXIT_CONFIG
     if not shocks and steps is None:
-        _err("give --shock SYMBOL=±P% and/or --steps FROM..TO")
+        err("give --shock SYMBOL=±P% and/or --steps FROM..TO")
         return EXIT_CONFIG
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        _err(f"invalid config: {exc}")
+    cfg = load_config_or_report(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     configure_logging(cfg.log.level, cfg.log.format)
     try:
@@ -104,7 +98,7 @@ async def _whatif(cfg: Any, shocks: dict[str, Decimal], steps: list[Decimal] | N
     try:
         keeper = await ReadOnlyKeeper.open(cfg, log=get_logger(), address=monitor_address(cfg))
     except StartupError as exc:
-        _err(f"startup check failed: {exc}")
+        err(f"startup check failed: {exc}")
         return EXIT_FAILURE
     notes: list[str] = []
     scenario: list[Any] = []
@@ -120,7 +114,7 @@ async def _whatif(cfg: Any, shocks: dict[str, Decimal], steps: list[Decimal] | N
             step_symbols = sorted(shocks) if shocks else sorted({s for t in symbols.values() for s in t.values()})
             match(symbols, dict.fromkeys(step_symbols, Decimal(0)))
         except ShockError as exc:
-            _err(f"--shock: {exc}")
+            err(f"--shock: {exc}")
             return EXIT_CONFIG
         try:  # the gas cost of a typical liquidation at this head's fees, in each adapter's value token
             fees = await keeper.executor.fee_quote(head)
@@ -160,7 +154,7 @@ async def _whatif(cfg: Any, shocks: dict[str, Decimal], steps: list[Decimal] | N
             for pct in [Decimal(0), *steps]:
                 map_steps.append((pct, await run_shock(match(symbols, dict.fromkeys(step_symbols, pct)))))
     except (RpcError, RpcUnavailable) as exc:
-        _err(f"RPC failed: {exc}")
+        err(f"RPC failed: {exc}")
         return EXIT_FAILURE
     finally:
         await keeper.close()
@@ -306,12 +300,6 @@ def _print_json(
     print(json.dumps(doc, indent=1))
 
 
-def _table(table: list[list[str]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
 def _print_text(
     block: int,
     shocks: dict[str, Decimal],
@@ -352,7 +340,7 @@ def _print_text(
                         h.value_symbol,
                     ]
                 )
-            _table(table)
+            print_table(table)
     if rows:
         print(
             f"\nliquidation map, block {block}: {', '.join(step_symbols)} moved by each step ({model}); 0% = the model at today's index"
@@ -371,7 +359,7 @@ def _print_text(
                     fmt_units(r.total_reward, 18, 4),
                 ]
             )
-        _table(table)
+        print_table(table)
     for kind, path in files.items():
         print(f"{kind}: {path}")
     for n in notes:
